@@ -1,0 +1,73 @@
+"""Ronin's exception tree.
+
+Each class carries the protocol error code (PROTOCOL.md section 5 where one applies) and the
+HTTP status an API answer would use, so every layer reports a failure the same way::
+
+    RoninError
+    +-- InvalidValue            a value Ronin refuses before it reaches SQL or the network
+    |   +-- UnstorableValue     a string or number PostgreSQL cannot store (NUL, surrogate, NaN)
+    |   +-- InvalidCursor       a pagination cursor Ronin did not issue
+    +-- DatabaseError           the database could not be reached or answered with an error
+        +-- SchemaOutOfDate     the schema is older than this Ronin; names the command that fixes it
+        +-- EmbeddedServerError the embedded PostgreSQL could not be started
+"""
+
+from __future__ import annotations
+
+
+class RoninError(Exception):
+    """Base of every error Ronin raises on purpose."""
+
+    code = "RONIN_ERROR"
+    http_status = 500
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def as_dict(self) -> dict[str, str]:
+        """The error in the one JSON shape Ronin answers with."""
+        body = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            body["field"] = self.field
+        return body
+
+
+class InvalidValue(RoninError):
+    """A value that breaks a rule of the protocol or of the schema."""
+
+    code = "INVALID_VALUE"
+    http_status = 422
+
+
+class UnstorableValue(InvalidValue):
+    """A value PostgreSQL would refuse, caught before it can fail a whole batch."""
+
+    code = "UNSTORABLE_VALUE"
+
+
+class InvalidCursor(InvalidValue):
+    """A pagination cursor that was not issued by Ronin."""
+
+    code = "INVALID_CURSOR"
+    http_status = 400
+
+
+class DatabaseError(RoninError):
+    """The database could not be reached, or refused a statement."""
+
+    code = "DATABASE_ERROR"
+    http_status = 503
+
+
+class SchemaOutOfDate(DatabaseError):
+    """The database schema is older (or newer) than this version of Ronin expects."""
+
+    code = "SCHEMA_OUT_OF_DATE"
+
+
+class EmbeddedServerError(DatabaseError):
+    """The embedded PostgreSQL server could not be started."""
+
+    code = "EMBEDDED_SERVER_ERROR"

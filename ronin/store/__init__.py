@@ -1,0 +1,1 @@
+"""The only package that speaks SQL: migrations, the database pool and the map."""

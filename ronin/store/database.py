@@ -1,0 +1,100 @@
+"""Open the database Ronin works on: the operator's server or the embedded one, as a pool."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import make_conninfo
+from psycopg_pool import AsyncConnectionPool
+
+from ronin.config import Settings
+from ronin.errors import DatabaseError
+from ronin.store import migrate as migrations
+from ronin.store.embedded import start_embedded
+
+logger = logging.getLogger(__name__)
+
+APPLICATION_NAME = "ronin"
+
+
+def resolve_conninfo(settings: Settings) -> str:
+    """The connection string to use: ``RONIN_DATABASE_URL``, or the embedded server's."""
+    url = settings.database_url or start_embedded(settings.data_dir)
+    return make_conninfo(
+        url,
+        application_name=APPLICATION_NAME,
+        connect_timeout=max(1, round(settings.connect_timeout_s)),
+    )
+
+
+@dataclass(slots=True)
+class Database:
+    """A pool on a migrated database; ``async with`` closes it."""
+
+    pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]]
+    conninfo: str
+
+    async def __aenter__(self) -> Database:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+
+async def open_database(settings: Settings, *, migrate: bool | None = None) -> Database:
+    """Connect, bring or check the schema, and return a ready pool.
+
+    ``migrate`` decides whether the schema may be changed; by default only the embedded
+    database migrates itself. Anywhere else an out-of-date schema raises ``SchemaOutOfDate``
+    naming ``ronin db migrate``.
+    """
+    conninfo = resolve_conninfo(settings)
+    if migrate is None:
+        migrate = settings.embedded
+    await prepare_schema(conninfo, migrate=migrate)
+    statement_timeout_ms = round(settings.statement_timeout_s * 1000)
+
+    async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
+        await conn.execute(f"SET statement_timeout = {statement_timeout_ms}")
+        await conn.commit()
+
+    pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
+        conninfo,
+        min_size=1,
+        max_size=settings.pool_max_size,
+        open=False,
+        configure=configure,
+        timeout=settings.connect_timeout_s * 3,
+        name="ronin",
+    )
+    try:
+        await pool.open(wait=True, timeout=settings.connect_timeout_s * 3)
+    except Exception as exc:
+        await pool.close()
+        raise DatabaseError(f"Could not open a connection pool: {exc}") from exc
+    return Database(pool=pool, conninfo=conninfo)
+
+
+async def prepare_schema(conninfo: str, *, migrate: bool) -> None:
+    """Migrate the schema, or check that it is current."""
+    async with await connect(conninfo) as conn:
+        if migrate:
+            applied = await migrations.migrate(conn)
+            for migration in applied:
+                logger.info("applied migration %04d_%s", migration.version, migration.name)
+        else:
+            await migrations.ensure_current(conn)
+
+
+async def connect(conninfo: str) -> psycopg.AsyncConnection[Any]:
+    """One connection, with connection failures turned into ``DatabaseError``."""
+    try:
+        return await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+    except psycopg.OperationalError as exc:
+        raise DatabaseError(f"Could not connect to PostgreSQL: {exc}".strip()) from exc

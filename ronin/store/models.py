@@ -1,0 +1,162 @@
+"""What the map holds and how it is asked: plain, immutable values."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ronin.errors import InvalidValue
+from ronin.store.storable import check_json, check_text
+
+# Column widths of the seed schema, and the protocol's capability rule that keeps
+# service_capabilities rows within a B-tree entry.
+MAX_ID_CHARS = 255
+MAX_NODE_CLASS_CHARS = 100
+MAX_CAPABILITY_CHARS = 128
+MAX_CAPABILITIES = 128
+
+
+@dataclass(frozen=True, slots=True)
+class Sighting:
+    """One observation of a service by a discovery job: what the upsert writes.
+
+    Built only from values PostgreSQL can store, so one bad value cannot fail a batch.
+    """
+
+    service_id: str
+    node_id: str
+    node_class: str
+    endpoint: str
+    capabilities: tuple[str, ...]
+    seen_at: datetime
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_sized("service_id", self.service_id, MAX_ID_CHARS)
+        _check_sized("node_id", self.node_id, MAX_ID_CHARS)
+        _check_sized("node_class", self.node_class, MAX_NODE_CLASS_CHARS)
+        if not isinstance(self.endpoint, str) or not self.endpoint:
+            raise InvalidValue("endpoint must be a non-empty string", field="endpoint")
+        check_text(self.endpoint, "endpoint")
+        if len(self.capabilities) > MAX_CAPABILITIES:
+            raise InvalidValue(f"at most {MAX_CAPABILITIES} capabilities", field="capabilities")
+        for index, capability in enumerate(self.capabilities):
+            _check_sized(f"capabilities[{index}]", capability, MAX_CAPABILITY_CHARS)
+        if self.seen_at.tzinfo is None:
+            raise InvalidValue("seen_at must be timezone-aware", field="seen_at")
+        check_json(dict(self.metadata), "discovery_metadata")
+
+
+def _check_sized(name: str, value: str, max_chars: int) -> None:
+    if not isinstance(value, str) or not 1 <= len(value) <= max_chars:
+        raise InvalidValue(f"{name} must be a string of 1 to {max_chars} characters", field=name)
+    check_text(value, name)
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """One row of the map."""
+
+    service_id: str
+    node_id: str
+    node_class: str
+    endpoint: str
+    capabilities: list[str]
+    discovery_metadata: dict[str, Any]
+    last_seen: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """A sighting that claimed a ``service_id`` another node holds (PROTOCOL.md section 7)."""
+
+    service_id: str
+    claimed_by: str
+    owner: str
+    owner_last_seen: datetime
+
+
+@dataclass(slots=True)
+class UpsertResult:
+    """What a batch of sightings did to the map."""
+
+    inserted: list[str] = field(default_factory=list)
+    refreshed: list[str] = field(default_factory=list)
+    conflicts: list[Conflict] = field(default_factory=list)
+    outdated: list[str] = field(default_factory=list)
+
+    def merge(self, other: UpsertResult) -> None:
+        """Add another batch's outcome to this one."""
+        self.inserted += other.inserted
+        self.refreshed += other.refreshed
+        self.conflicts += other.conflicts
+        self.outdated += other.outdated
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceFilter:
+    """What a map query asks for; every part is optional and they combine with AND.
+
+    ``all_capabilities``: the service holds every one (``@>``);
+    ``any_capabilities``: it holds at least one (``?|``).
+    """
+
+    all_capabilities: tuple[str, ...] = ()
+    any_capabilities: tuple[str, ...] = ()
+    node_class: str | None = None
+    node_id: str | None = None
+    seen_since: datetime | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("all_capabilities", "any_capabilities"):
+            for capability in getattr(self, name):
+                _check_sized(name, capability, MAX_CAPABILITY_CHARS)
+        if self.node_class is not None:
+            _check_sized("node_class", self.node_class, MAX_NODE_CLASS_CHARS)
+        if self.node_id is not None:
+            _check_sized("node_id", self.node_id, MAX_ID_CHARS)
+        if self.seen_since is not None and self.seen_since.tzinfo is None:
+            raise InvalidValue("seen_since must be timezone-aware", field="seen_since")
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One keyset page of services and the cursor of the next, if any."""
+
+    items: list[Service]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Count:
+    """A count that stops at a bound: exact below it, "at least" at it."""
+
+    value: int
+    exact: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ClassSummary:
+    """The map's holdings for one node class."""
+
+    node_class: str
+    services: int
+    nodes: int
+    last_seen: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MapSummary:
+    """What the map holds, by node class."""
+
+    classes: list[ClassSummary]
+
+    @property
+    def services(self) -> int:
+        return sum(c.services for c in self.classes)
+
+    @property
+    def nodes(self) -> int:
+        return sum(c.nodes for c in self.classes)

@@ -1,0 +1,112 @@
+-- The map's SQL, one named query per block: "-- name: <name>" then a line saying why.
+-- Optional filters are written "(%(x)s IS NULL OR ...)": these queries are sent unprepared, so
+-- PostgreSQL plans each with its actual values and folds the unused filters away.
+
+-- name: upsert_sightings
+-- Insert new services and refresh the ones this node owns, in one statement. A row held by
+-- another node is kept by its owner until it has gone stale (PROTOCOL.md section 7); a
+-- sighting older than the stored one changes nothing. first_seen survives refreshes by the
+-- same owner. Rows that were not written are the caller's conflicts (or outdated sightings).
+INSERT INTO discovered_services AS s
+    (service_id, node_id, node_class, endpoint, capabilities, discovery_metadata, last_seen)
+SELECT service_id, node_id, node_class, endpoint, capabilities::jsonb, metadata::jsonb, seen_at
+FROM unnest(
+    %(service_ids)s::text[], %(node_ids)s::text[], %(node_classes)s::text[],
+    %(endpoints)s::text[], %(capabilities)s::text[], %(metadata)s::text[],
+    %(seen_at)s::timestamptz[]
+) AS sighting(service_id, node_id, node_class, endpoint, capabilities, metadata, seen_at)
+ON CONFLICT (service_id) DO UPDATE SET
+    node_id = EXCLUDED.node_id,
+    node_class = EXCLUDED.node_class,
+    endpoint = EXCLUDED.endpoint,
+    capabilities = EXCLUDED.capabilities,
+    discovery_metadata = CASE
+        WHEN s.node_id = EXCLUDED.node_id AND s.discovery_metadata ? 'first_seen'
+        THEN EXCLUDED.discovery_metadata
+            || jsonb_build_object('first_seen', s.discovery_metadata -> 'first_seen')
+        ELSE EXCLUDED.discovery_metadata
+    END,
+    last_seen = EXCLUDED.last_seen
+WHERE (s.node_id = EXCLUDED.node_id AND s.last_seen <= EXCLUDED.last_seen)
+   OR (s.node_id <> EXCLUDED.node_id AND s.last_seen < now() - %(freshness_window)s::interval)
+RETURNING s.service_id, (s.xmax = 0) AS inserted
+
+-- name: current_owners
+-- Who holds the service_ids a batch could not write, to tell conflicts from outdated sightings.
+SELECT service_id, node_id, last_seen
+FROM discovered_services
+WHERE service_id = ANY (%(service_ids)s::text[])
+
+-- name: get_service
+-- One service by its id.
+SELECT service_id, node_id, node_class, endpoint, capabilities, discovery_metadata, last_seen
+FROM discovered_services
+WHERE service_id = %(service_id)s
+
+-- name: find_services
+-- A keyset page of services, in service_id order, when no capability narrows the search.
+-- The (node_class, service_id) and (node_id, service_id) indexes hand rows over in page order.
+SELECT service_id, node_id, node_class, endpoint, capabilities, discovery_metadata, last_seen
+FROM discovered_services
+WHERE (%(node_class)s::text IS NULL OR node_class = %(node_class)s::text)
+  AND (%(node_id)s::text IS NULL OR node_id = %(node_id)s::text)
+  AND (%(seen_since)s::timestamptz IS NULL OR last_seen >= %(seen_since)s::timestamptz)
+  AND (%(after)s::text IS NULL OR service_id > %(after)s::text)
+ORDER BY service_id
+LIMIT %(limit)s
+
+-- name: find_services_by_capability
+-- A keyset page of services holding capabilities. Each "driver" capability is walked in
+-- service_id order through service_capabilities (every filter applied inside, so each walk
+-- stops after one page); the walks are merged and the first page of their union is kept.
+-- All-of is one driver plus the GIN-served @> filter; any-of is one driver per capability.
+SELECT DISTINCT ON (page.service_id)
+    page.service_id, page.node_id, page.node_class, page.endpoint, page.capabilities,
+    page.discovery_metadata, page.last_seen
+FROM unnest(%(drivers)s::text[]) AS driver(capability)
+CROSS JOIN LATERAL (
+    SELECT s.*
+    FROM service_capabilities AS sc
+    JOIN discovered_services AS s ON s.service_id = sc.service_id
+    WHERE sc.capability = driver.capability
+      AND (%(node_class)s::text IS NULL OR sc.node_class = %(node_class)s::text)
+      AND (%(after)s::text IS NULL OR sc.service_id > %(after)s::text)
+      AND (%(node_id)s::text IS NULL OR s.node_id = %(node_id)s::text)
+      AND (%(seen_since)s::timestamptz IS NULL OR s.last_seen >= %(seen_since)s::timestamptz)
+      AND (%(all_capabilities)s::jsonb IS NULL OR s.capabilities @> %(all_capabilities)s::jsonb)
+    ORDER BY sc.service_id
+    LIMIT %(limit)s
+) AS page
+ORDER BY page.service_id
+LIMIT %(limit)s
+
+-- name: capability_holders_sampled
+-- How many services hold each capability, counted up to a small bound: enough to pick the
+-- rarest one to drive an all-of search without ever counting a common capability in full.
+SELECT capability, (
+    SELECT count(*) FROM (
+        SELECT FROM service_capabilities AS sc
+        WHERE sc.capability = wanted.capability
+        LIMIT %(bound)s
+    ) AS sample
+) AS holders
+FROM unnest(%(capabilities)s::text[]) AS wanted(capability)
+
+-- name: estimated_service_count
+-- The planner's estimate of the map's size: free, and close enough for a summary.
+SELECT greatest(reltuples, 0)::bigint
+FROM pg_class
+WHERE oid = 'discovered_services'::regclass
+
+-- name: summary_by_class
+-- Services, nodes and the latest sighting per node class (a full scan: for operators only).
+SELECT node_class, count(*) AS services, count(DISTINCT node_id) AS nodes,
+       max(last_seen) AS last_seen
+FROM discovered_services
+GROUP BY node_class
+ORDER BY services DESC, node_class
+
+-- name: prune_services
+-- Forget services not seen since the cutoff; their capability rows go with them (trigger).
+DELETE FROM discovered_services
+WHERE last_seen < %(cutoff)s

@@ -1,0 +1,58 @@
+"""Refuse what PostgreSQL cannot store before it reaches SQL.
+
+``text`` and ``jsonb`` refuse the NUL character, UTF-8 cannot carry a lone surrogate, and
+``jsonb`` has no NaN or Infinity. Any of these inside one hostile node's document would fail a
+whole batch of sightings; caught here, it costs only that one value.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ronin.errors import UnstorableValue
+
+# Deeply nested JSON makes PostgreSQL refuse it ("stack depth limit exceeded") long before
+# it is useful; no protocol value nests anywhere near this deep.
+MAX_JSON_DEPTH = 64
+
+
+def check_text(value: str, field: str) -> None:
+    """Raise ``UnstorableValue`` for a string PostgreSQL's text types would refuse."""
+    if "\x00" in value:
+        raise UnstorableValue(
+            f"{field} contains a NUL character, which PostgreSQL cannot store", field=field
+        )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UnstorableValue(
+            f"{field} contains a lone surrogate, which is not valid UTF-8", field=field
+        ) from None
+
+
+def check_json(value: Any, field: str, depth: int = 0) -> None:
+    """Raise ``UnstorableValue`` for a JSON value ``jsonb`` would refuse."""
+    if depth > MAX_JSON_DEPTH:
+        raise UnstorableValue(f"{field} nests deeper than {MAX_JSON_DEPTH} levels", field=field)
+    if isinstance(value, str):
+        check_text(value, field)
+    elif isinstance(value, bool) or value is None or isinstance(value, int):
+        return
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise UnstorableValue(f"{field} holds {value}, which JSON cannot carry", field=field)
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise UnstorableValue(f"{field} has a non-string key {key!r}", field=field)
+            check_text(key, f"a key of {field}")
+            check_json(item, f"{field}.{key}", depth + 1)
+    elif isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
+        for index, item in enumerate(value):
+            check_json(item, f"{field}[{index}]", depth + 1)
+    else:
+        raise UnstorableValue(
+            f"{field} holds a {type(value).__name__}, which is not JSON", field=field
+        )

@@ -1,0 +1,120 @@
+"""Every test that touches SQL gets its own database on a real PostgreSQL server.
+
+The server is ``RONIN_TEST_DATABASE_URL`` when set (any PostgreSQL 13+ where the role may
+create databases), otherwise an embedded server started for this test session. A template
+database is migrated once; each test clones it (``CREATE DATABASE ... TEMPLATE``), which costs
+milliseconds, and drops it ``WITH (FORCE)`` afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+from psycopg_pool import AsyncConnectionPool
+
+from ronin.store.embedded import start_embedded
+from ronin.store.migrate import migrate
+from ronin.store.services import ServiceMap
+
+# Read before the autouse fixture below clears RONIN_* from every test's environment.
+EXTERNAL_SERVER_URL = os.environ.get("RONIN_TEST_DATABASE_URL")
+FRESHNESS_WINDOW = timedelta(hours=1)
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees the developer's RONIN_* or PG* settings."""
+    for name in list(os.environ):
+        if name.startswith(("RONIN_", "PG")):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A connection URL for the test server's maintenance database."""
+    if EXTERNAL_SERVER_URL:
+        return EXTERNAL_SERVER_URL
+    return start_embedded(tmp_path_factory.mktemp("embedded"))
+
+
+def database_url(server: str, name: str) -> str:
+    """The URL of database ``name`` on the same server."""
+    return make_conninfo(server, dbname=name)
+
+
+def create_database(server: str, name: str, template: str | None = None) -> str:
+    """Create an empty (or cloned) database and return its URL."""
+    with psycopg.connect(server, autocommit=True) as conn:
+        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template:
+            statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+        conn.execute(statement)
+    return database_url(server, name)
+
+
+def drop_database(server: str, name: str) -> None:
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+@pytest.fixture(scope="session")
+def template_database(server_url: str) -> Iterator[str]:
+    """The name of a migrated database every test database is cloned from."""
+    name = f"ronin_template_{uuid.uuid4().hex[:8]}"
+    url = create_database(server_url, name)
+
+    async def apply() -> None:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            await migrate(conn)
+
+    asyncio.run(apply())
+    yield name
+    drop_database(server_url, name)
+
+
+@pytest.fixture
+def fresh_database(server_url: str) -> Iterator[str]:
+    """The URL of a new, empty (unmigrated) database."""
+    name = f"ronin_empty_{uuid.uuid4().hex[:12]}"
+    yield create_database(server_url, name)
+    drop_database(server_url, name)
+
+
+@pytest.fixture
+def db_url(server_url: str, template_database: str) -> Iterator[str]:
+    """The URL of this test's own migrated database."""
+    name = f"ronin_test_{uuid.uuid4().hex[:12]}"
+    yield create_database(server_url, name, template=template_database)
+    drop_database(server_url, name)
+
+
+@pytest.fixture
+async def pool(db_url: str) -> AsyncIterator[AsyncConnectionPool[Any]]:
+    """A small connection pool on this test's database."""
+    async with AsyncConnectionPool(db_url, min_size=1, max_size=8, open=False) as opened:
+        await opened.wait(timeout=30)
+        yield opened
+
+
+@pytest.fixture
+def service_map(pool: AsyncConnectionPool[Any]) -> ServiceMap:
+    """The map on this test's database, with a one-hour freshness window."""
+    return ServiceMap(pool, freshness_window=FRESHNESS_WINDOW)
+
+
+@pytest.fixture(scope="session")
+def seed_schema_sql() -> str:
+    """The founding document's schema, as vendored in tests/fixtures."""
+    return (Path(__file__).parent / "fixtures" / "seed_schema.sql").read_text()
