@@ -38,6 +38,11 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     ) AS element
 $$;
 
+-- Rows that were there before this migration (a seed schema adopted from the founding document).
+INSERT INTO service_capabilities (capability, service_id, node_class)
+SELECT cap.name, s.service_id, s.node_class
+FROM discovered_services AS s, unnest(ronin_capability_list(s.capabilities)) AS cap(name);
+
 CREATE FUNCTION ronin_capabilities_inserted() RETURNS TRIGGER
 LANGUAGE plpgsql AS $$
 BEGIN

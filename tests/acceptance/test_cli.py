@@ -1,0 +1,121 @@
+"""The ``ronin`` command as a newcomer and an operator run it: real processes, real servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+TIMEOUT_S = 120
+
+
+def ronin(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("RONIN_", "PG"))}
+    return subprocess.run(
+        [sys.executable, "-m", "ronin", *args],
+        env=environment | env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=False,
+    )
+
+
+def postgres_running_in(pgdata: Path) -> bool:
+    for process in psutil.process_iter(attrs=["name", "cmdline"]):
+        if process.info["name"] == "postgres" and str(pgdata) in (process.info["cmdline"] or []):
+            return True
+    return False
+
+
+def wait_until(condition: object, timeout_s: float = 10) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_first_command_on_a_new_machine_just_works(tmp_path: Path) -> None:
+    done = ronin("map", "summary", "--json", RONIN_DATA_DIR=str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"services": 0, "nodes": 0, "classes": []}
+    pgdata = tmp_path / "pgdata"
+    assert (pgdata / "PG_VERSION").exists()
+    assert wait_until(lambda: not postgres_running_in(pgdata.resolve()))
+
+
+def test_a_running_embedded_server_is_shared_not_restarted(tmp_path: Path) -> None:
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path; from ronin.store.embedded import start_embedded;"
+            "print(start_embedded(Path(sys.argv[1])), flush=True); sys.stdin.read()",
+            str(tmp_path),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert "host=" in holder.stdout.readline()
+        pgdata = (tmp_path / "pgdata").resolve()
+        pid_before = (pgdata / "postmaster.pid").read_text().split()[0]
+        done = ronin("map", "summary", "--json", RONIN_DATA_DIR=str(tmp_path))
+        assert done.returncode == 0, done.stderr
+        # The holder still uses it: the command joined the server and left it running.
+        assert (pgdata / "postmaster.pid").read_text().split()[0] == pid_before
+        assert postgres_running_in(pgdata)
+    finally:
+        holder.communicate(input="", timeout=TIMEOUT_S)
+    assert wait_until(lambda: not postgres_running_in(pgdata))
+
+
+def test_an_external_database_is_migrated_only_on_request(fresh_database: str) -> None:
+    refused = ronin("map", "summary", RONIN_DATABASE_URL=fresh_database)
+    assert refused.returncode == 1
+    assert "out of date" in refused.stderr
+    assert "ronin db migrate" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+    migrated = ronin("db", "migrate", RONIN_DATABASE_URL=fresh_database)
+    assert migrated.returncode == 0, migrated.stderr
+    assert "applied 0001_seed_schema" in migrated.stdout
+
+    again = ronin("db", "migrate", RONIN_DATABASE_URL=fresh_database)
+    assert again.stdout.strip() == "schema is up to date"
+    status = ronin("db", "status", RONIN_DATABASE_URL=fresh_database)
+    assert "0002_map_support: applied" in status.stdout
+    summary = ronin("map", "summary", "--json", RONIN_DATABASE_URL=fresh_database)
+    assert summary.returncode == 0, summary.stderr
+    assert json.loads(summary.stdout)["services"] == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (("map", "prune", "--not-seen-for", "soon"), {}, "--not-seen-for must look like"),
+        (("map", "summary"), {"RONIN_FRESHNESS_WINDOW_S": "x"}, "RONIN_FRESHNESS_WINDOW_S"),
+        (
+            ("map", "summary"),
+            {"RONIN_DATABASE_URL": "postgresql://nobody@127.0.0.1:9/none?connect_timeout=2"},
+            "Could not connect to PostgreSQL",
+        ),
+    ],
+)
+def test_bad_input_gets_one_clear_line(
+    args: tuple[str, ...], env: dict[str, str], message: str
+) -> None:
+    done = ronin(*args, **env)
+    assert done.returncode == 1
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr

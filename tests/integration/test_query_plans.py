@@ -1,0 +1,92 @@
+"""First pages are short index walks, not a fetch-and-sort of every match."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import pytest
+
+from ronin.store.models import ServiceFilter, Sighting
+from ronin.store.queries import query
+from ronin.store.services import ServiceMap
+
+ROWS = 20_000
+
+
+def plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from plan_nodes(child)
+
+
+def explain(db_url: str, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    with psycopg.connect(db_url) as conn:
+        statement = psycopg.sql.SQL("EXPLAIN (FORMAT JSON) ") + query(name)
+        [[document]] = conn.execute(statement, params, prepare=False).fetchall()
+    root = (document if isinstance(document, list) else json.loads(document))[0]["Plan"]
+    return list(plan_nodes(root))
+
+
+@pytest.fixture
+async def large_map(service_map: ServiceMap, db_url: str) -> str:
+    rng = random.Random(3)
+    now = datetime.now(UTC)
+    await service_map.upsert(
+        Sighting(
+            service_id=f"did:kos:service:{i:06d}",
+            node_id=f"did:kos:node:{i // 4}",
+            node_class="Hakim" if i % 200 == 0 else ("Griot", "Musa", "Skald")[i % 3],
+            endpoint="http://10.0.0.1:30437/",
+            capabilities=("common",) + (("medium",) if rng.random() < 0.02 else ()),
+            seen_at=now,
+        )
+        for i in range(ROWS)
+    )
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("ANALYZE")
+    return db_url
+
+
+def page_params(**overrides: Any) -> dict[str, Any]:
+    params: dict[str, Any] = dict.fromkeys(
+        ("node_class", "node_id", "seen_since", "after", "all_capabilities")
+    )
+    return params | {"limit": 100} | overrides
+
+
+@pytest.mark.parametrize("capability", ["common", "medium"])
+@pytest.mark.parametrize("node_class", [None, "Musa"])
+def test_a_capability_page_walks_the_capability_index(
+    large_map: str, capability: str, node_class: str | None
+) -> None:
+    nodes = explain(
+        large_map,
+        "find_services_by_capability",
+        page_params(drivers=[capability], node_class=node_class),
+    )
+    walks = [n for n in nodes if n.get("Relation Name") == "service_capabilities"]
+    assert walks, nodes
+    assert all(n["Node Type"] in ("Index Scan", "Index Only Scan") for n in walks)
+    # Nothing reads discovered_services except by primary key, one page's worth.
+    services = [n for n in nodes if n.get("Relation Name") == "discovered_services"]
+    assert all(n["Node Type"] == "Index Scan" for n in services)
+    assert all(n["Index Name"] == "discovered_services_pkey" for n in services)
+
+
+def test_a_large_class_page_is_an_ordered_index_walk(large_map: str) -> None:
+    nodes = explain(large_map, "find_services", page_params(node_class="Musa"))
+    assert not [n for n in nodes if n["Node Type"] in ("Sort", "Seq Scan")]
+
+
+async def test_an_all_of_search_is_driven_by_its_rarest_capability(
+    service_map: ServiceMap, large_map: str
+) -> None:
+    where = ServiceFilter(all_capabilities=("common", "medium"))
+    async with service_map._connection() as conn:
+        _, params = await service_map._page_query(conn, where, None, 100)
+    assert params["drivers"] == ["medium"]
