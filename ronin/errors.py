@@ -7,6 +7,10 @@ HTTP status an API answer would use, so every layer reports a failure the same w
     +-- InvalidValue            a value Ronin refuses before it reaches SQL or the network
     |   +-- UnstorableValue     a string or number PostgreSQL cannot store (NUL, surrogate, NaN)
     |   +-- InvalidCursor       a pagination cursor Ronin did not issue
+    |   +-- InvalidTarget       job parameters that break PROTOCOL.md section 5
+    +-- ForbiddenTarget         a target outside the scope policy
+    +-- NotFound                no such job, service or schedule
+    +-- JobFinished             the job already ended
     +-- DatabaseError           the database could not be reached or answered with an error
         +-- SchemaOutOfDate     the schema is older than this Ronin; names the command that fixes it
         +-- EmbeddedServerError the embedded PostgreSQL could not be started
@@ -71,3 +75,30 @@ class EmbeddedServerError(DatabaseError):
     """The embedded PostgreSQL server could not be started."""
 
     code = "EMBEDDED_SERVER_ERROR"
+
+
+class InvalidTarget(InvalidValue):
+    """Job parameters that break PROTOCOL.md section 5; ``field`` names the culprit."""
+
+    code = "INVALID_TARGET"
+
+
+class ForbiddenTarget(RoninError):
+    """A target the node's scope policy does not allow (PROTOCOL.md section 6)."""
+
+    code = "FORBIDDEN_TARGET"
+    http_status = 403
+
+
+class NotFound(RoninError):
+    """No such job, service or schedule."""
+
+    code = "NOT_FOUND"
+    http_status = 404
+
+
+class JobFinished(RoninError):
+    """The job already ended; it cannot be cancelled or changed."""
+
+    code = "JOB_FINISHED"
+    http_status = 409

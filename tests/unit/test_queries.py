@@ -9,7 +9,8 @@ from ronin.store.queries import names, query
 
 
 def test_every_query_is_named_and_explained() -> None:
-    text = (resources.files("ronin.store") / "queries.sql").read_text()
+    folder = resources.files("ronin.store") / "sql"
+    text = "".join(entry.read_text() for entry in folder.iterdir() if entry.name.endswith(".sql"))
     blocks = re.split(r"^-- name: ", text, flags=re.MULTILINE)[1:]
     assert len(blocks) == len(names()) >= 8
     for block in blocks:

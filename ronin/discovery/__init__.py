@@ -1,0 +1,1 @@
+"""Finding kOS nodes: job parameters, targets, scope, probes and the crawl."""

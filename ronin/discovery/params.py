@@ -1,0 +1,173 @@
+"""Discovery job parameters (PROTOCOL.md section 5), validated before anything is written."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ronin.errors import InvalidTarget, UnstorableValue
+from ronin.store.storable import check_json
+
+TargetType = Literal["network_cidr", "domain", "did"]
+TARGET_TYPES: tuple[TargetType, ...] = ("network_cidr", "domain", "did")
+PROTOCOLS = ("http-api", "mdns", "dns-sd")
+KOS_PORT = 30437
+MIN_DEPTH, MAX_DEPTH = 1, 8
+DEFAULT_DEPTH = 1
+MAX_PORTS = 64
+MAX_TARGET_CHARS = 255
+KNOWN_KEYS = frozenset({"target", "protocols", "depth", "ports"})
+
+_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+_DID = re.compile(r"^did:([a-z0-9]+):([A-Za-z0-9._:%-]+)$")
+
+
+@dataclass(frozen=True, slots=True)
+class JobParams:
+    """A valid job's parameters, normalised; the submitted JSON is stored verbatim beside."""
+
+    target_type: TargetType
+    target: str
+    protocols: tuple[str, ...]
+    depth: int
+    ports: tuple[int, ...]
+
+
+def parse_params(params: Any) -> JobParams:
+    """Validate ``params``; ``InvalidTarget`` naming the field at the first rule broken."""
+    if not isinstance(params, Mapping):
+        raise InvalidTarget("params must be a JSON object", field="params")
+    unknown = sorted(str(key) for key in params if key not in KNOWN_KEYS)
+    if unknown:
+        raise InvalidTarget(f"unknown parameter {unknown[0]!r}", field=unknown[0])
+    try:
+        check_json(params, "params")
+    except UnstorableValue as exc:
+        raise InvalidTarget(exc.message, field=exc.field) from None
+    target_type, target = _target(params.get("target"))
+    return JobParams(
+        target_type=target_type,
+        target=target,
+        protocols=_protocols(params.get("protocols")),
+        depth=_depth(params.get("depth", DEFAULT_DEPTH)),
+        ports=_ports(params.get("ports", [KOS_PORT])),
+    )
+
+
+def _target(target: Any) -> tuple[TargetType, str]:
+    if not isinstance(target, Mapping):
+        raise InvalidTarget("target must be an object with type and value", field="target")
+    extra = sorted(str(key) for key in target if key not in ("type", "value"))
+    if extra:
+        raise InvalidTarget(f"unknown target key {extra[0]!r}", field=f"target.{extra[0]}")
+    kind, value = target.get("type"), target.get("value")
+    if kind not in TARGET_TYPES:
+        raise InvalidTarget(
+            f"target.type must be one of {', '.join(TARGET_TYPES)}, not {kind!r}",
+            field="target.type",
+        )
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_TARGET_CHARS:
+        raise InvalidTarget(
+            f"target.value must be a string of 1 to {MAX_TARGET_CHARS} characters",
+            field="target.value",
+        )
+    if kind == "network_cidr":
+        return kind, str(parse_network(value))
+    if kind == "domain":
+        return kind, parse_domain(value, field="target.value")
+    return kind, parse_did(value)
+
+
+def parse_network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """An IPv4 or IPv6 network; a bare address is a network of one."""
+    try:
+        return ipaddress.ip_network(value.strip(), strict=True)
+    except ValueError as exc:
+        hint = ""
+        with contextlib.suppress(ValueError):
+            hint = f"; did you mean {ipaddress.ip_network(value.strip(), strict=False)}?"
+        raise InvalidTarget(
+            f"target.value {value!r} is not a network in CIDR form ({exc}){hint}",
+            field="target.value",
+        ) from None
+
+
+def parse_domain(value: str, *, field: str) -> str:
+    """A DNS name (RFC 1123 labels), lower-cased, without a trailing dot; never an address."""
+    name = value.strip().rstrip(".").lower()
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        pass
+    else:
+        raise InvalidTarget(f"{field} {value!r} is an address, not a domain name", field=field)
+    try:
+        name = name.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise InvalidTarget(f"{field} {value!r} is not a valid domain name", field=field) from None
+    labels = name.split(".")
+    if len(name) > 253 or not all(_LABEL.match(label) for label in labels):
+        raise InvalidTarget(f"{field} {value!r} is not a valid domain name", field=field)
+    if labels[-1].isdigit():
+        raise InvalidTarget(f"{field} {value!r} has a numeric top-level label", field=field)
+    return name
+
+
+def parse_did(value: str) -> str:
+    """A ``did:web`` (whose host is a domain name, never an address) or ``did:kos`` DID."""
+    match = _DID.match(value)
+    if match is None:
+        raise InvalidTarget(
+            f"target.value {value!r} is not a DID (did:<method>:<id>)", field="target.value"
+        )
+    method, identifier = match.groups()
+    if method == "web":
+        # did:web:<host>[%3A<port>][:<path>...]; the host is a domain name, never an address.
+        host, _, port = identifier.split(":", 1)[0].replace("%3a", "%3A").partition("%3A")
+        if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+            raise InvalidTarget(f"did:web port {port!r} is not a port", field="target.value")
+        parse_domain(host, field="target.value")
+    elif method != "kos":
+        raise InvalidTarget(
+            f"DID method {method!r} cannot be resolved: Ronin resolves did:web and did:kos",
+            field="target.value",
+        )
+    return value
+
+
+def _protocols(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise InvalidTarget(
+            f"protocols must be a non-empty list of {', '.join(PROTOCOLS)}", field="protocols"
+        )
+    for item in value:
+        if item not in PROTOCOLS:
+            raise InvalidTarget(
+                f"unknown protocol {item!r}: use {', '.join(PROTOCOLS)}", field="protocols"
+            )
+    if len(set(value)) != len(value):
+        raise InvalidTarget("protocols lists a protocol twice", field="protocols")
+    return tuple(value)
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not MIN_DEPTH <= value <= MAX_DEPTH:
+        raise InvalidTarget(
+            f"depth must be an integer from {MIN_DEPTH} to {MAX_DEPTH}", field="depth"
+        )
+    return value
+
+
+def _ports(value: Any) -> tuple[int, ...]:
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_PORTS:
+        raise InvalidTarget(f"ports must be a list of 1 to {MAX_PORTS} ports", field="ports")
+    for port in value:
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise InvalidTarget(f"port {port!r} is not from 1 to 65535", field="ports")
+    if len(set(value)) != len(value):
+        raise InvalidTarget("ports lists a port twice", field="ports")
+    return tuple(value)

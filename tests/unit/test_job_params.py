@@ -1,0 +1,87 @@
+"""Job parameters follow PROTOCOL.md section 5; anything else is INVALID_TARGET naming the field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ronin.discovery.params import KOS_PORT, parse_params
+from ronin.errors import InvalidTarget
+
+
+def params(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "target": {"type": "network_cidr", "value": "192.168.1.0/24"},
+        "protocols": ["mdns", "http-api"],
+        "depth": 1,
+        "ports": [30437],
+    }
+    return base | overrides
+
+
+def target(kind: str, value: Any) -> dict[str, Any]:
+    return params(target={"type": kind, "value": value})
+
+
+@pytest.mark.parametrize(
+    "valid",
+    [
+        params(),
+        target("network_cidr", "fd00:1234::/112"),
+        target("network_cidr", "10.0.0.5"),
+        target("domain", "Example.ORG."),
+        target("domain", "kos.internal"),
+        target("did", "did:web:example.org"),
+        target("did", "did:web:example.org%3A8443:nodes:griot"),
+        target("did", "did:kos:tohunga:51be02"),
+        params(depth=8, ports=[1, 65535]),
+    ],
+)
+def test_valid_params(valid: dict[str, Any]) -> None:
+    parse_params(valid)
+
+
+def test_defaults_and_normalisation() -> None:
+    parsed = parse_params(
+        {"target": {"type": "domain", "value": "Example.ORG."}, "protocols": ["dns-sd"]}
+    )
+    assert (parsed.target, parsed.depth, parsed.ports) == ("example.org", 1, (KOS_PORT,))
+
+
+@pytest.mark.parametrize(
+    ("invalid", "field", "message"),
+    [
+        ([], "params", "JSON object"),
+        (params(extra=1), "extra", "unknown parameter"),
+        (params(target="10.0.0.0/8"), "target", "object"),
+        (target("ldap", "x"), "target.type", "must be one of"),
+        (target("network_cidr", "192.168.1.5/24"), "target.value", "did you mean 192.168.1.0/24"),
+        (target("network_cidr", "192.168.1.0/33"), "target.value", "CIDR"),
+        (target("network_cidr", 42), "target.value", "string"),
+        (target("domain", "-bad-.org"), "target.value", "not a valid domain"),
+        (target("domain", "10.0.0.5"), "target.value", "address"),
+        (target("domain", "a" * 64 + ".org"), "target.value", "not a valid domain"),
+        (target("did", "did:web:10.0.0.5"), "target.value", "address"),
+        (target("did", "did:web:example.org%3A99999"), "target.value", "port"),
+        (target("did", "did:example:123"), "target.value", "cannot be resolved"),
+        (target("did", "not-a-did"), "target.value", "not a DID"),
+        (target("did", "did:kos:a\x00b"), "params.target.value", "NUL"),
+        (params(protocols=[]), "protocols", "non-empty"),
+        (params(protocols=["gopher"]), "protocols", "unknown protocol"),
+        (params(protocols=["mdns", "mdns"]), "protocols", "twice"),
+        (params(depth=0), "depth", "1 to 8"),
+        (params(depth=9), "depth", "1 to 8"),
+        (params(depth=True), "depth", "1 to 8"),
+        (params(depth=1.5), "depth", "1 to 8"),
+        (params(ports=[]), "ports", "1 to 64"),
+        (params(ports=[0]), "ports", "from 1 to 65535"),
+        (params(ports=["80"]), "ports", "from 1 to 65535"),
+        (params(ports=[80, 80]), "ports", "twice"),
+    ],
+)
+def test_invalid_params_name_their_field(invalid: Any, field: str, message: str) -> None:
+    with pytest.raises(InvalidTarget, match=message) as raised:
+        parse_params(invalid)
+    assert raised.value.code == "INVALID_TARGET"
+    assert raised.value.field == field
