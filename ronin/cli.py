@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 import sys
 from collections.abc import Callable, Coroutine
 from datetime import datetime
@@ -18,7 +19,10 @@ from ronin import __version__
 from ronin.config import Settings
 from ronin.durations import parse_duration
 from ronin.errors import RoninError
+from ronin.jobs.executor import load_executor, no_discovery
+from ronin.jobs.worker import Worker, WorkerOptions
 from ronin.store.database import Database, connect, open_database, resolve_conninfo
+from ronin.store.jobs import JobStore
 from ronin.store.migrate import FIX_COMMAND, load_migrations, migrate, schema_status
 from ronin.store.services import ServiceMap
 
@@ -149,6 +153,41 @@ def map_prune(
             return await _map(database, settings).prune(not_seen_for=window)
 
     console.print(f"pruned {_run(work)} services")
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(min=1, max=256, help="Jobs run at once.")] = 4,
+    executor: Annotated[
+        str | None, typer.Option(hidden=True, help="module:attribute of a test executor.")
+    ] = None,
+) -> None:
+    """Run jobs from the shared queue until SIGTERM/SIGINT (a second one skips the grace)."""
+
+    async def work(settings: Settings) -> None:
+        run_job = load_executor(executor) if executor else no_discovery
+        async with await open_database(settings) as database:
+            runner = Worker(
+                conninfo=database.conninfo,
+                store=JobStore(database.pool),
+                services=_map(database, settings),
+                executor=run_job,
+                options=WorkerOptions.from_settings(settings, concurrency),
+            )
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+
+            def on_signal() -> None:
+                if stop.is_set():
+                    runner.hurry()
+                stop.set()
+
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, on_signal)
+            error_console.print(f"worker {runner.worker_id}: {concurrency} slots", highlight=False)
+            await runner.run(stop)
+
+    _run(work)
 
 
 def _map(database: Database, settings: Settings) -> ServiceMap:

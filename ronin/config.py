@@ -16,6 +16,12 @@ DEFAULT_FRESHNESS_WINDOW = timedelta(hours=24)
 DEFAULT_POOL_MAX_SIZE = 10
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 DEFAULT_STATEMENT_TIMEOUT_S = 60.0
+DEFAULT_JOB_LEASE = timedelta(seconds=15)
+DEFAULT_JOB_MAX_ATTEMPTS = 5
+DEFAULT_JOB_TIMEOUT = timedelta(hours=2)
+DEFAULT_POLL_INTERVAL = timedelta(seconds=2)
+DEFAULT_SHUTDOWN_GRACE = timedelta(seconds=10)
+DEFAULT_JOB_RETENTION = timedelta(days=30)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +34,12 @@ class Settings:
     pool_max_size: int = DEFAULT_POOL_MAX_SIZE
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
     statement_timeout_s: float = DEFAULT_STATEMENT_TIMEOUT_S
+    job_lease: timedelta = DEFAULT_JOB_LEASE
+    job_max_attempts: int = DEFAULT_JOB_MAX_ATTEMPTS
+    job_timeout: timedelta = DEFAULT_JOB_TIMEOUT
+    poll_interval: timedelta = DEFAULT_POLL_INTERVAL
+    shutdown_grace: timedelta = DEFAULT_SHUTDOWN_GRACE
+    job_retention: timedelta = DEFAULT_JOB_RETENTION
 
     @property
     def embedded(self) -> bool:
@@ -44,15 +56,23 @@ class Settings:
             data_dir=Path(env["RONIN_DATA_DIR"]).expanduser()
             if env.get("RONIN_DATA_DIR")
             else defaults.data_dir,
-            freshness_window=timedelta(
-                seconds=_number(env, "RONIN_FRESHNESS_WINDOW_S", defaults.freshness_window)
-            ),
+            freshness_window=_seconds(env, "RONIN_FRESHNESS_WINDOW_S", defaults.freshness_window),
             pool_max_size=int(_number(env, "RONIN_POOL_MAX_SIZE", defaults.pool_max_size)),
             connect_timeout_s=_number(env, "RONIN_CONNECT_TIMEOUT_S", defaults.connect_timeout_s),
             statement_timeout_s=_number(
                 env, "RONIN_STATEMENT_TIMEOUT_S", defaults.statement_timeout_s
             ),
+            job_lease=_seconds(env, "RONIN_JOB_LEASE_S", defaults.job_lease),
+            job_max_attempts=int(_number(env, "RONIN_JOB_MAX_ATTEMPTS", defaults.job_max_attempts)),
+            job_timeout=_seconds(env, "RONIN_JOB_TIMEOUT_S", defaults.job_timeout),
+            poll_interval=_seconds(env, "RONIN_POLL_INTERVAL_S", defaults.poll_interval),
+            shutdown_grace=_seconds(env, "RONIN_SHUTDOWN_GRACE_S", defaults.shutdown_grace),
+            job_retention=_seconds(env, "RONIN_JOB_RETENTION_S", defaults.job_retention),
         )
+
+
+def _seconds(env: Mapping[str, str], name: str, default: timedelta) -> timedelta:
+    return timedelta(seconds=_number(env, name, default))
 
 
 def _number(env: Mapping[str, str], name: str, default: float | timedelta) -> float:

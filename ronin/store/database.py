@@ -70,6 +70,8 @@ async def open_database(settings: Settings, *, migrate: bool | None = None) -> D
         max_size=settings.pool_max_size,
         open=False,
         configure=configure,
+        # A server restart leaves dead connections in the pool: test each before handing it out.
+        check=AsyncConnectionPool.check_connection,
         timeout=settings.connect_timeout_s * 3,
         name="ronin",
     )

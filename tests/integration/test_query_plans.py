@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import random
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,24 +10,10 @@ import psycopg
 import pytest
 
 from ronin.store.models import ServiceFilter, Sighting
-from ronin.store.queries import query
 from ronin.store.services import ServiceMap
+from tests.support.plans import explain
 
 ROWS = 20_000
-
-
-def plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield plan
-    for child in plan.get("Plans", []):
-        yield from plan_nodes(child)
-
-
-def explain(db_url: str, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-    with psycopg.connect(db_url) as conn:
-        statement = psycopg.sql.SQL("EXPLAIN (FORMAT JSON) ") + query(name)
-        [[document]] = conn.execute(statement, params, prepare=False).fetchall()
-    root = (document if isinstance(document, list) else json.loads(document))[0]["Plan"]
-    return list(plan_nodes(root))
 
 
 @pytest.fixture

@@ -9,9 +9,7 @@
 -- Pending jobs in claim order. Finished jobs are not in it, however many pile up.
 CREATE INDEX idx_discovery_jobs_claim ON discovery_jobs (created_at)
     WHERE status = 'pending';
--- Running jobs, the only place an expired lease can be.
-CREATE INDEX idx_discovery_jobs_running ON discovery_jobs (job_id)
-    WHERE status = 'running';
+-- (Running jobs, where expired leases are, are found through the seed's status index.)
 -- Retention: finished jobs by age.
 CREATE INDEX idx_discovery_jobs_finished ON discovery_jobs (completed_at)
     WHERE completed_at IS NOT NULL;
@@ -40,18 +38,19 @@ CREATE TABLE discovery_job_state (
     updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
 ) WITH (fillfactor = 50);
 
--- One row per attempt: who ran it, how it ended, and why.
+-- One row per attempt (per lease): who ran it, how it ended, and why.
 CREATE TABLE discovery_job_attempts (
+    lease_token UUID PRIMARY KEY,
     job_id UUID NOT NULL REFERENCES discovery_jobs (job_id) ON DELETE CASCADE,
     attempt INTEGER NOT NULL,
     worker_id TEXT NOT NULL,
-    started_at TIMESTAMPTZ NOT NULL,
+    started_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     ended_at TIMESTAMPTZ,
-    -- running, completed, failed, retry, released, lost (the lease expired under it)
+    -- running, completed, failed, retry, released (shutdown), lost (its lease expired)
     outcome TEXT NOT NULL DEFAULT 'running',
-    error JSONB,
-    PRIMARY KEY (job_id, attempt)
+    error JSONB
 );
+CREATE INDEX idx_discovery_job_attempts_job ON discovery_job_attempts (job_id);
 
 -- What a job found or refreshed: "what did job X find" is one query.
 CREATE TABLE discovery_job_services (

@@ -1,0 +1,1 @@
+"""Queue semantics: submit, claim, lease, retry, cancel, progress; the worker loop."""

@@ -1,0 +1,109 @@
+"""What an executor sees of its job: params, resume state, and the lease-guarded ways to
+report progress and record what it found."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+from ronin.discovery.params import JobParams
+from ronin.store.job_models import ClaimedJob
+from ronin.store.jobs import JobStore
+from ronin.store.models import Sighting, UpsertResult
+from ronin.store.services import ServiceMap
+
+PROGRESS_INTERVAL_S = 0.5
+MAX_REPORTED_CONFLICTS = 100
+MAX_MESSAGE_CHARS = 500
+
+
+class LeaseLost(Exception):
+    """This worker no longer holds the job: stop at once and write nothing more."""
+
+
+class JobContext:
+    """One attempt of one job, as its executor sees it."""
+
+    def __init__(
+        self, job: ClaimedJob, params: JobParams, store: JobStore, services: ServiceMap
+    ) -> None:
+        self.job = job
+        self.params = params
+        self.services = services
+        self._store = store
+        checkpoint = job.checkpoint or {}
+        #: What the previous attempt saved with its progress, for a resumed job to skip.
+        self.resume: Any = checkpoint.get("resume")
+        tally = checkpoint.get("tally", {})
+        self.failures: Counter[str] = Counter(tally.get("failures", {}))
+        self.conflicts: list[dict[str, Any]] = list(tally.get("conflicts", []))
+        self.conflict_count: int = tally.get("conflict_count", 0)
+        self._progress = 0
+        self._last_write = 0.0
+
+    @property
+    def job_id(self) -> uuid.UUID:
+        return self.job.job_id
+
+    async def progress(
+        self, percent: int, message: str, *, resume: Any = None, force: bool = False
+    ) -> None:
+        """Report progress (0-100), at most every half second unless ``force``.
+
+        ``resume`` is saved with it: a later attempt of this job finds it in ``self.resume``.
+        """
+        self._progress = max(0, min(100, int(percent)))
+        if resume is not None:
+            self.resume = resume
+        now = time.monotonic()
+        if not force and now - self._last_write < PROGRESS_INTERVAL_S:
+            return
+        self._last_write = now
+        checkpoint = {"resume": self.resume, "tally": self._tally()}
+        message = message[:MAX_MESSAGE_CHARS]
+        if not await self._store.record_progress(self.job, self._progress, message, checkpoint):
+            raise LeaseLost(str(self.job_id))
+
+    async def record(self, sightings: Iterable[Sighting]) -> UpsertResult:
+        """Write sightings to the map and link them to this job; conflicts join the result."""
+        result = await self.services.upsert(sightings)
+        found = [(sid, "new") for sid in result.inserted]
+        found += [(sid, "refreshed") for sid in result.refreshed]
+        if found:
+            ids, outcomes = zip(*found, strict=True)
+            await self._store.link_services(self.job, ids, outcomes)
+        for conflict in result.conflicts:
+            self.conflict_count += 1
+            if len(self.conflicts) < MAX_REPORTED_CONFLICTS:
+                self.conflicts.append(
+                    {
+                        "service_id": conflict.service_id,
+                        "claimed_by": conflict.claimed_by,
+                        "owner": conflict.owner,
+                    }
+                )
+        return result
+
+    def probe_failed(self, reason: str) -> None:
+        """Count one failed probe under ``reason``."""
+        self.failures[reason] += 1
+
+    def _tally(self) -> dict[str, Any]:
+        return {
+            "failures": dict(self.failures),
+            "conflicts": self.conflicts,
+            "conflict_count": self.conflict_count,
+        }
+
+    def result(self, services: dict[str, int], extra: dict[str, Any] | None) -> dict[str, Any]:
+        """The job's result: counts of services, conflicts and failed probes by reason."""
+        return {
+            "services": services,
+            "conflicts": self.conflicts,
+            "conflict_count": self.conflict_count,
+            "failed_probes": dict(self.failures),
+            **(extra or {}),
+        }

@@ -1,0 +1,47 @@
+"""Submitting a job: validate first, so an invalid job is refused and nothing is written."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from ronin.discovery.params import parse_params
+from ronin.errors import InvalidValue
+from ronin.store.job_models import Job
+from ronin.store.jobs import JobStore
+
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+
+
+async def submit_job(
+    store: JobStore,
+    params: Any,
+    *,
+    max_attempts: int,
+    idempotency_key: str | None = None,
+) -> tuple[Job, bool]:
+    """Validate ``params`` (PROTOCOL.md section 5) and enqueue the job, stored verbatim.
+
+    Returns the job and whether it is new: a retried submission with the same idempotency
+    key gets the first one's job back.
+    """
+    parse_params(params)
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS:
+        raise InvalidValue(
+            f"an idempotency key has 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters",
+            field="idempotency_key",
+        )
+    job_id, new = await store.insert(
+        params, max_attempts=max_attempts, idempotency_key=idempotency_key
+    )
+    return await store.get(job_id), new
+
+
+async def add_schedule(store: JobStore, name: str, params: Any, interval_s: int) -> uuid.UUID:
+    """Register a recurring discovery after validating its params like a job's."""
+    parse_params(params)
+    if not name or len(name) > 100:
+        raise InvalidValue("a schedule name has 1 to 100 characters", field="name")
+    if interval_s < 60:
+        raise InvalidValue("a schedule runs at most once a minute", field="interval")
+    return (await store.add_schedule(name, params, interval_s)).schedule_id

@@ -1,0 +1,310 @@
+"""The job queue on ``discovery_jobs``: submit, claim, lease, finish, cancel, schedule, prune.
+
+Semantics (what to claim, how long a lease lasts, when to retry) are decided in
+``ronin.jobs``; this module only states them in SQL, in one statement where it matters.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg.rows import class_row, dict_row
+from psycopg.types.json import Jsonb
+
+from ronin.errors import DatabaseError, InvalidCursor, JobFinished, NotFound
+from ronin.store.job_models import Attempt, ClaimedJob, Job, JobPage, JobStatus, Schedule
+from ronin.store.queries import query
+from ronin.store.services import Pool
+
+MAX_JOB_PAGE = 500
+CANCELLED_ERROR = {"code": "CANCELLED", "message": "cancelled by an operator"}
+
+
+class JobStore:
+    """SQL for the queue; every worker write is guarded by its lease token."""
+
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pool connection; driver errors leave here as ``DatabaseError``."""
+        try:
+            async with self._pool.connection() as conn:
+                yield conn
+        except psycopg.Error as exc:
+            raise DatabaseError(f"Database error: {exc}".strip()) from exc
+
+    async def insert(
+        self,
+        params: dict[str, Any],
+        *,
+        max_attempts: int,
+        idempotency_key: str | None = None,
+        schedule_id: uuid.UUID | None = None,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> tuple[uuid.UUID, bool]:
+        """Insert a pending job; return its id and whether it is new.
+
+        With an idempotency key, a second submission returns the first one's job.
+        """
+        if conn is None:
+            async with self.connection() as own, own.transaction():
+                return await self.insert(
+                    params,
+                    max_attempts=max_attempts,
+                    idempotency_key=idempotency_key,
+                    schedule_id=schedule_id,
+                    conn=own,
+                )
+        if idempotency_key is not None:
+            key = {"idempotency_key": idempotency_key}
+            await conn.execute(query("lock_idempotency_key"), key)
+            row = await (await conn.execute(query("job_id_by_idempotency_key"), key)).fetchone()
+            if row is not None:
+                return row[0], False
+        cur = await conn.execute(
+            query("insert_job"),
+            {
+                "params": Jsonb(params),
+                "max_attempts": max_attempts,
+                "idempotency_key": idempotency_key,
+                "schedule_id": schedule_id,
+            },
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        return row[0], True
+
+    async def claim(self, worker_id: str, *, batch: int, lease: timedelta) -> list[ClaimedJob]:
+        """Claim up to ``batch`` jobs for ``worker_id`` in one statement."""
+        async with self.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(
+                query("claim_jobs"), {"worker_id": worker_id, "batch": batch, "lease": lease}
+            )
+            rows = await cur.fetchall()
+        return [
+            ClaimedJob(
+                job_id=row["job_id"],
+                params=row["params"],
+                lease_token=row["lease_token"],
+                attempt=row["attempts"],
+                max_attempts=row["max_attempts"],
+                checkpoint=row["checkpoint"],
+                cancel_requested=row["cancel_requested"],
+                lease_expires_at=row["lease_expires_at"],
+            )
+            for row in rows
+        ]
+
+    async def renew_lease(self, job: ClaimedJob, lease: timedelta) -> tuple[bool, datetime] | None:
+        """Extend the lease; (cancel requested, new expiry), or None if the lease is lost."""
+        row = await self._guarded_one("renew_lease", job, {"lease": lease})
+        return (bool(row[0]), row[1]) if row else None
+
+    async def record_progress(
+        self, job: ClaimedJob, progress: int, message: str, checkpoint: dict[str, Any] | None
+    ) -> bool:
+        """Store and publish progress (and a checkpoint); False if the lease is lost."""
+        params = {
+            "progress": progress,
+            "message": message,
+            "checkpoint": Jsonb(checkpoint) if checkpoint is not None else None,
+        }
+        return await self._guarded_one("record_progress", job, params) is not None
+
+    async def link_services(
+        self, job: ClaimedJob, service_ids: Sequence[str], outcomes: Sequence[str]
+    ) -> None:
+        """Remember which services this job found (new) or refreshed."""
+        if service_ids:
+            await self._guarded_one(
+                "link_services",
+                job,
+                {"service_ids": list(service_ids), "outcomes": list(outcomes)},
+                fetch=False,
+            )
+
+    async def finish(
+        self,
+        job: ClaimedJob,
+        status: JobStatus,
+        *,
+        result: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> bool:
+        """End the job ``completed`` or ``failed``; False if the lease was lost first."""
+        params = {
+            "status": status,
+            "result": Jsonb(result) if result is not None else None,
+            "error": Jsonb(error) if error is not None else None,
+        }
+        return await self._guarded_one("finish_job", job, params) is not None
+
+    async def requeue(
+        self, job: ClaimedJob, *, outcome: str, delay: timedelta, error: dict[str, Any] | None
+    ) -> bool:
+        """Back to pending: ``retry`` after ``delay``, or ``released`` with the attempt given
+        back; False if the lease was lost first."""
+        params = {"outcome": outcome, "delay": delay, "error": Jsonb(error) if error else None}
+        return await self._guarded_one("requeue_job", job, params) is not None
+
+    async def cancel(self, job_id: uuid.UUID) -> JobStatus:
+        """Cancel a job: a pending one ends now, a running one is asked to stop.
+
+        Returns the status it had. ``JobFinished`` if it already ended.
+        """
+        async with self.connection() as conn, conn.transaction():
+            row = await (await conn.execute(query("lock_job"), {"job_id": job_id})).fetchone()
+            if row is None:
+                raise NotFound(f"no job {job_id}", field="job_id")
+            status: JobStatus = row[0]
+            if status == "pending":
+                await conn.execute(
+                    query("cancel_pending_job"), {"job_id": job_id, "error": Jsonb(CANCELLED_ERROR)}
+                )
+            elif status == "running":
+                await conn.execute(query("request_cancel"), {"job_id": job_id})
+            else:
+                raise JobFinished(f"job {job_id} already ended {status}", field="job_id")
+        return status
+
+    async def get(self, job_id: uuid.UUID) -> Job:
+        """One job; ``NotFound`` if there is none."""
+        async with self.connection() as conn:
+            cur = conn.cursor(row_factory=class_row(Job))
+            await cur.execute(query("get_job"), {"job_id": job_id})
+            job = await cur.fetchone()
+        if job is None:
+            raise NotFound(f"no job {job_id}", field="job_id")
+        return job
+
+    async def list_jobs(
+        self, *, status: JobStatus | None = None, limit: int = 50, cursor: str | None = None
+    ) -> JobPage:
+        """A page of jobs, newest first."""
+        before_created_at, before_job_id = _decode_job_cursor(cursor) if cursor else (None, None)
+        async with self.connection() as conn:
+            cur = conn.cursor(row_factory=class_row(Job))
+            await cur.execute(
+                query("list_jobs"),
+                {
+                    "status": status,
+                    "before_created_at": before_created_at,
+                    "before_job_id": before_job_id,
+                    "limit": min(max(limit, 1), MAX_JOB_PAGE),
+                },
+            )
+            items = await cur.fetchall()
+        last = items[-1] if items and len(items) == limit else None
+        return JobPage(items, _encode_job_cursor(last) if last else None)
+
+    async def attempts(self, job_id: uuid.UUID) -> list[Attempt]:
+        """Every attempt of a job, oldest first."""
+        async with self.connection() as conn:
+            cur = conn.cursor(row_factory=class_row(Attempt))
+            await cur.execute(query("job_attempts"), {"job_id": job_id})
+            return await cur.fetchall()
+
+    async def service_ids(self, job_id: uuid.UUID) -> list[tuple[str, str]]:
+        """(service_id, new|refreshed) of every service the job found."""
+        async with self.connection() as conn:
+            cur = await conn.execute(query("job_service_ids"), {"job_id": job_id})
+            return [(row[0], row[1]) for row in await cur.fetchall()]
+
+    async def service_counts(self, job_id: uuid.UUID) -> dict[str, int]:
+        """How many services the job found new and refreshed."""
+        async with self.connection() as conn:
+            cur = await conn.execute(query("job_service_counts"), {"job_id": job_id})
+            row = await cur.fetchone()
+        return {"new": row[0], "refreshed": row[1]} if row else {"new": 0, "refreshed": 0}
+
+    async def prune(self, cutoff: datetime) -> int:
+        """Delete jobs that finished before ``cutoff`` with everything attached to them."""
+        async with self.connection() as conn:
+            cur = await conn.execute(query("prune_jobs"), {"cutoff": cutoff})
+            return cur.rowcount
+
+    async def add_schedule(self, name: str, params: dict[str, Any], interval_s: int) -> Schedule:
+        """Register a recurring discovery, first due now."""
+        async with self.connection() as conn:
+            cur = conn.cursor(row_factory=class_row(Schedule))
+            await cur.execute(
+                query("insert_schedule"),
+                {"name": name, "params": Jsonb(params), "interval_s": interval_s},
+            )
+            schedule = await cur.fetchone()
+        assert schedule is not None
+        return schedule
+
+    async def schedules(self) -> list[Schedule]:
+        """Every recurring discovery, by name."""
+        async with self.connection() as conn:
+            cur = conn.cursor(row_factory=class_row(Schedule))
+            await cur.execute(query("list_schedules"))
+            return await cur.fetchall()
+
+    async def remove_schedule(self, ref: str) -> None:
+        """Remove a schedule by name or id; ``NotFound`` if none matches."""
+        async with self.connection() as conn:
+            cur = await conn.execute(query("delete_schedule"), {"ref": ref})
+            if cur.rowcount == 0:
+                raise NotFound(f"no schedule {ref!r}", field="schedule")
+
+    async def enqueue_due_schedules(self, *, max_attempts: int) -> list[uuid.UUID]:
+        """Create the job of every schedule whose period has come, exactly once.
+
+        The schedule rows are locked (SKIP LOCKED) and advanced in the transaction that
+        creates their jobs; the idempotency key names the period, so even a schedule edited
+        by hand cannot get two jobs for one period.
+        """
+        created: list[uuid.UUID] = []
+        async with self.connection() as conn, conn.transaction():
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(query("due_schedules"))
+            for due in await cur.fetchall():
+                period = due["next_run_at"].isoformat()
+                job_id, new = await self.insert(
+                    due["params"],
+                    max_attempts=max_attempts,
+                    idempotency_key=f"schedule:{due['schedule_id']}:{period}",
+                    schedule_id=due["schedule_id"],
+                    conn=conn,
+                )
+                await conn.execute(query("advance_schedule"), {"schedule_id": due["schedule_id"]})
+                if new:
+                    created.append(job_id)
+        return created
+
+    async def _guarded_one(
+        self, name: str, job: ClaimedJob, params: dict[str, Any], *, fetch: bool = True
+    ) -> Any:
+        """Run a lease-guarded statement; its first row (None when the lease is lost)."""
+        values = {"job_id": job.job_id, "lease_token": job.lease_token} | params
+        async with self.connection() as conn:
+            cur = await conn.execute(query(name), values)
+            return await cur.fetchone() if fetch else cur.rowcount
+
+
+def _encode_job_cursor(job: Job) -> str:
+    raw = f"j1:{job.created_at.isoformat()}|{job.job_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_job_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created_at, _, job_id = text.removeprefix("j1:").partition("|")
+        if not text.startswith("j1:"):
+            raise ValueError(text)
+        return datetime.fromisoformat(created_at), uuid.UUID(job_id)
+    except (binascii.Error, UnicodeError, ValueError):
+        raise InvalidCursor("cursor is not one Ronin issued", field="cursor") from None

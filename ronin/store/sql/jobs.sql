@@ -1,0 +1,269 @@
+-- The job queue's SQL. Every write a worker makes names the job *and* its lease token, and
+-- changes nothing unless the row still holds that token and the lease has not expired: a
+-- worker that lost its lease cannot overwrite the attempt that replaced it.
+
+-- name: lock_idempotency_key
+-- Serialise submissions that carry the same idempotency key, for this transaction.
+SELECT pg_advisory_xact_lock(hashtextextended(%(idempotency_key)s, 7))
+
+-- name: job_id_by_idempotency_key
+-- The job an earlier submission with this key created, if any.
+SELECT job_id FROM discovery_job_state WHERE idempotency_key = %(idempotency_key)s
+
+-- name: insert_job
+-- A new pending job, its queue state, and a wake-up for idle workers (sent at commit).
+WITH job AS (
+    INSERT INTO discovery_jobs (status, params)
+    VALUES ('pending', %(params)s)
+    RETURNING job_id
+), state AS (
+    INSERT INTO discovery_job_state (job_id, max_attempts, idempotency_key, schedule_id)
+    SELECT job_id, %(max_attempts)s, %(idempotency_key)s, %(schedule_id)s FROM job
+    RETURNING job_id
+)
+SELECT job_id, pg_notify('ronin_jobs', job_id::text) FROM state
+
+-- name: claim_jobs
+-- Claim up to %(batch)s jobs in one statement: running jobs whose lease expired (their worker
+-- died) first, then pending jobs whose backoff is over, oldest first. SKIP LOCKED lets any
+-- number of workers claim at once without waiting on each other; the partial indexes on
+-- status keep this fast however many finished jobs pile up.
+WITH expired AS (
+    SELECT j.job_id
+    FROM discovery_jobs AS j
+    JOIN discovery_job_state AS s ON s.job_id = j.job_id
+    WHERE j.status = 'running' AND s.lease_expires_at < now()
+    LIMIT %(batch)s
+    FOR UPDATE OF j SKIP LOCKED
+), pending AS (
+    SELECT j.job_id
+    FROM discovery_jobs AS j
+    JOIN discovery_job_state AS s ON s.job_id = j.job_id
+    WHERE j.status = 'pending' AND s.run_after <= now()
+    ORDER BY j.created_at
+    LIMIT %(batch)s
+    FOR UPDATE OF j SKIP LOCKED
+), chosen AS (
+    SELECT job_id, true AS rescued FROM expired
+    UNION ALL
+    SELECT job_id, false FROM pending
+    LIMIT %(batch)s
+), started AS (
+    UPDATE discovery_jobs AS j SET status = 'running'
+    FROM chosen
+    WHERE j.job_id = chosen.job_id AND NOT chosen.rescued
+), lost AS (
+    UPDATE discovery_job_attempts AS a
+    SET outcome = 'lost', ended_at = now(),
+        error = '{"code": "LEASE_EXPIRED", "message": "the worker stopped renewing its lease"}'
+    FROM chosen
+    WHERE a.job_id = chosen.job_id AND chosen.rescued AND a.outcome = 'running'
+), leased AS (
+    UPDATE discovery_job_state AS s
+    SET attempts = s.attempts + 1,
+        worker_id = %(worker_id)s,
+        lease_token = gen_random_uuid(),
+        lease_expires_at = now() + %(lease)s::interval,
+        started_at = coalesce(s.started_at, now()),
+        updated_at = now()
+    FROM chosen
+    WHERE s.job_id = chosen.job_id
+    RETURNING s.job_id, s.lease_token, s.attempts, s.max_attempts, s.checkpoint,
+              s.cancel_requested, s.lease_expires_at
+), attempt AS (
+    INSERT INTO discovery_job_attempts (lease_token, job_id, attempt, worker_id)
+    SELECT lease_token, job_id, attempts, %(worker_id)s FROM leased
+)
+SELECT leased.job_id, j.params, leased.lease_token, leased.attempts, leased.max_attempts,
+       leased.checkpoint, leased.cancel_requested, leased.lease_expires_at
+FROM leased
+JOIN discovery_jobs AS j ON j.job_id = leased.job_id
+
+-- name: renew_lease
+-- Heartbeat: extend the lease if still held; tells the worker whether to stop for a cancel.
+UPDATE discovery_job_state
+SET lease_expires_at = now() + %(lease)s::interval, updated_at = now()
+WHERE job_id = %(job_id)s AND lease_token = %(lease_token)s AND lease_expires_at > now()
+RETURNING cancel_requested, lease_expires_at
+
+-- name: record_progress
+-- Progress and checkpoint of a running job, published to followers (LISTEN ronin_job_events).
+WITH updated AS (
+    UPDATE discovery_job_state
+    SET progress = %(progress)s,
+        progress_message = %(message)s,
+        checkpoint = coalesce(%(checkpoint)s::jsonb, checkpoint),
+        updated_at = now()
+    WHERE job_id = %(job_id)s AND lease_token = %(lease_token)s AND lease_expires_at > now()
+    RETURNING job_id, progress, progress_message
+)
+SELECT pg_notify('ronin_job_events', json_build_object(
+    'job_id', job_id, 'status', 'running', 'progress', progress, 'message', progress_message
+)::text)
+FROM updated
+
+-- name: link_services
+-- Remember what the job found or refreshed (first outcome wins across attempts).
+INSERT INTO discovery_job_services (job_id, service_id, outcome)
+SELECT %(job_id)s, found.service_id, found.outcome
+FROM unnest(%(service_ids)s::text[], %(outcomes)s::text[]) AS found(service_id, outcome)
+WHERE EXISTS (
+    SELECT FROM discovery_job_state
+    WHERE job_id = %(job_id)s AND lease_token = %(lease_token)s AND lease_expires_at > now()
+)
+ON CONFLICT (job_id, service_id) DO NOTHING
+
+-- name: finish_job
+-- End a job, completed or failed, exactly once: completed_at is set with the final status.
+WITH owned AS (
+    UPDATE discovery_job_state
+    SET lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,
+        progress = CASE WHEN %(status)s = 'completed' THEN 100 ELSE progress END,
+        error = %(error)s, result = %(result)s, updated_at = now()
+    WHERE job_id = %(job_id)s AND lease_token = %(lease_token)s AND lease_expires_at > now()
+    RETURNING job_id
+), attempt AS (
+    UPDATE discovery_job_attempts
+    SET outcome = %(status)s, ended_at = now(), error = %(error)s
+    WHERE lease_token = %(lease_token)s AND EXISTS (SELECT FROM owned)
+), finished AS (
+    UPDATE discovery_jobs AS j
+    SET status = %(status)s, completed_at = now()
+    FROM owned
+    WHERE j.job_id = owned.job_id
+    RETURNING j.job_id
+)
+SELECT job_id, pg_notify('ronin_job_events', json_build_object(
+    'job_id', job_id, 'status', %(status)s::text
+)::text)
+FROM finished
+
+-- name: requeue_job
+-- Put a running job back in the queue: after a transient failure (outcome retry, after a
+-- backoff, the attempt spent) or at shutdown (outcome released, at once, the attempt given
+-- back).
+WITH owned AS (
+    UPDATE discovery_job_state
+    SET lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,
+        run_after = now() + %(delay)s::interval,
+        attempts = CASE WHEN %(outcome)s = 'released' THEN attempts - 1 ELSE attempts END,
+        updated_at = now()
+    WHERE job_id = %(job_id)s AND lease_token = %(lease_token)s AND lease_expires_at > now()
+    RETURNING job_id
+), attempt AS (
+    UPDATE discovery_job_attempts
+    SET outcome = %(outcome)s, ended_at = now(), error = %(error)s
+    WHERE lease_token = %(lease_token)s AND EXISTS (SELECT FROM owned)
+)
+UPDATE discovery_jobs AS j
+SET status = 'pending'
+FROM owned
+WHERE j.job_id = owned.job_id
+RETURNING j.job_id
+
+-- name: lock_job
+-- A job's status, locked for a cancel.
+SELECT j.status FROM discovery_jobs AS j WHERE j.job_id = %(job_id)s FOR UPDATE
+
+-- name: cancel_pending_job
+-- A pending job ends at once, failed with CANCELLED; nothing retries it.
+WITH state AS (
+    UPDATE discovery_job_state
+    SET cancel_requested = true, error = %(error)s, updated_at = now()
+    WHERE job_id = %(job_id)s
+)
+UPDATE discovery_jobs SET status = 'failed', completed_at = now()
+WHERE job_id = %(job_id)s AND status = 'pending'
+RETURNING pg_notify('ronin_job_events', json_build_object(
+    'job_id', job_id, 'status', 'failed'
+)::text)
+
+-- name: request_cancel
+-- Ask the worker running a job to stop: a notification now, the heartbeat's answer otherwise.
+UPDATE discovery_job_state SET cancel_requested = true, updated_at = now()
+WHERE job_id = %(job_id)s
+RETURNING pg_notify('ronin_job_cancel', job_id::text)
+
+-- name: get_job
+-- One job with its queue state.
+SELECT j.job_id, j.status, j.params, j.created_at, j.completed_at,
+       s.attempts, s.max_attempts, s.run_after, s.worker_id, s.lease_expires_at,
+       s.cancel_requested, s.progress, s.progress_message, s.error, s.result,
+       s.idempotency_key, s.schedule_id, s.started_at, s.updated_at
+FROM discovery_jobs AS j
+LEFT JOIN discovery_job_state AS s ON s.job_id = j.job_id
+WHERE j.job_id = %(job_id)s
+
+-- name: list_jobs
+-- A keyset page of jobs, newest first, optionally of one status.
+SELECT j.job_id, j.status, j.params, j.created_at, j.completed_at,
+       s.attempts, s.max_attempts, s.run_after, s.worker_id, s.lease_expires_at,
+       s.cancel_requested, s.progress, s.progress_message, s.error, s.result,
+       s.idempotency_key, s.schedule_id, s.started_at, s.updated_at
+FROM discovery_jobs AS j
+LEFT JOIN discovery_job_state AS s ON s.job_id = j.job_id
+WHERE (%(status)s::text IS NULL OR j.status = %(status)s::text)
+  AND (%(before_created_at)s::timestamptz IS NULL
+       OR (j.created_at, j.job_id) < (%(before_created_at)s::timestamptz, %(before_job_id)s::uuid))
+ORDER BY j.created_at DESC, j.job_id DESC
+LIMIT %(limit)s
+
+-- name: job_attempts
+-- Every attempt of a job, in order.
+SELECT attempt, worker_id, started_at, ended_at, outcome, error
+FROM discovery_job_attempts
+WHERE job_id = %(job_id)s
+ORDER BY started_at, attempt
+
+-- name: job_service_ids
+-- What a job found or refreshed.
+SELECT service_id, outcome FROM discovery_job_services
+WHERE job_id = %(job_id)s
+ORDER BY service_id
+
+-- name: job_service_counts
+-- How many services a job found new and refreshed.
+SELECT count(*) FILTER (WHERE outcome = 'new') AS new,
+       count(*) FILTER (WHERE outcome = 'refreshed') AS refreshed
+FROM discovery_job_services
+WHERE job_id = %(job_id)s
+
+-- name: prune_jobs
+-- Forget finished jobs older than the cutoff, with their state, attempts and result links.
+DELETE FROM discovery_jobs
+WHERE completed_at < %(cutoff)s AND status IN ('completed', 'failed')
+
+-- name: insert_schedule
+-- A recurring discovery; its first job is due at once.
+INSERT INTO discovery_schedules (name, params, interval_s, next_run_at)
+VALUES (%(name)s, %(params)s, %(interval_s)s, now())
+RETURNING schedule_id, name, params, interval_s, next_run_at, enabled, created_at
+
+-- name: list_schedules
+-- Every recurring discovery.
+SELECT schedule_id, name, params, interval_s, next_run_at, enabled, created_at
+FROM discovery_schedules
+ORDER BY name
+
+-- name: delete_schedule
+-- Remove a recurring discovery by name or id; its past jobs stay.
+DELETE FROM discovery_schedules
+WHERE name = %(ref)s OR schedule_id::text = %(ref)s
+RETURNING schedule_id
+
+-- name: due_schedules
+-- Schedules whose period has come, locked so that exactly one worker creates their job.
+SELECT schedule_id, params, interval_s, next_run_at
+FROM discovery_schedules
+WHERE enabled AND next_run_at <= now()
+ORDER BY next_run_at
+LIMIT 100
+FOR UPDATE SKIP LOCKED
+
+-- name: advance_schedule
+-- The schedule's next period, skipping periods missed while no worker ran.
+UPDATE discovery_schedules
+SET next_run_at = next_run_at + make_interval(secs => interval_s * (
+    floor(extract(epoch FROM now() - next_run_at) / interval_s) + 1
+))
+WHERE schedule_id = %(schedule_id)s
