@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +20,18 @@ from ronin.store.embedded import start_embedded
 logger = logging.getLogger(__name__)
 
 APPLICATION_NAME = "ronin"
+
+
+@asynccontextmanager
+async def pooled_connection(
+    pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]],
+) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """A pool connection; driver errors leave here as ``DatabaseError``: one boundary."""
+    try:
+        async with pool.connection() as conn:
+            yield conn
+    except psycopg.Error as exc:
+        raise DatabaseError(f"Database error: {exc}".strip()) from exc
 
 
 def resolve_conninfo(settings: Settings) -> str:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,7 +18,8 @@ import psycopg
 from psycopg.rows import class_row, dict_row
 from psycopg.types.json import Jsonb
 
-from ronin.errors import DatabaseError, InvalidCursor, JobFinished, NotFound
+from ronin.errors import InvalidCursor, JobFinished, NotFound
+from ronin.store.database import pooled_connection
 from ronin.store.job_models import Attempt, ClaimedJob, Job, JobPage, JobStatus, Schedule
 from ronin.store.queries import query
 from ronin.store.services import Pool
@@ -33,14 +34,9 @@ class JobStore:
     def __init__(self, pool: Pool) -> None:
         self._pool = pool
 
-    @asynccontextmanager
-    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """A pool connection; driver errors leave here as ``DatabaseError``."""
-        try:
-            async with self._pool.connection() as conn:
-                yield conn
-        except psycopg.Error as exc:
-            raise DatabaseError(f"Database error: {exc}".strip()) from exc
+    def connection(self) -> AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
+        """A pool connection; driver errors leave it as ``DatabaseError``."""
+        return pooled_connection(self._pool)
 
     async def insert(
         self,

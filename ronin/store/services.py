@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -13,8 +13,9 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from ronin.errors import DatabaseError, InvalidValue
+from ronin.errors import InvalidValue
 from ronin.store.cursor import decode_cursor, encode_cursor
+from ronin.store.database import pooled_connection
 from ronin.store.models import (
     ClassSummary,
     Conflict,
@@ -196,14 +197,8 @@ class ServiceMap:
             return query("find_services"), params
         return query("find_services_by_capability"), params
 
-    @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """A pool connection; driver errors leave here as ``DatabaseError``: one boundary."""
-        try:
-            async with self._pool.connection() as conn:
-                yield conn
-        except psycopg.Error as exc:
-            raise DatabaseError(f"Database error: {exc}".strip()) from exc
+    def _connection(self) -> AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
+        return pooled_connection(self._pool)
 
 
 async def _rarest(conn: psycopg.AsyncConnection[Any], capabilities: Sequence[str]) -> str:

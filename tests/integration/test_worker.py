@@ -167,16 +167,16 @@ async def test_an_idle_worker_wakes_on_notify_not_on_its_poll(
     assert job.status == "completed"
 
 
-async def test_polling_finds_jobs_when_no_notification_comes(
+async def test_a_job_inserted_by_hand_is_queued_and_found_by_polling(
     store: JobStore, pool: AsyncConnectionPool[Any], db_url: str
 ) -> None:
     async with running_worker(db_url, pool):
         await asyncio.sleep(0.5)
         with psycopg.connect(db_url, autocommit=True) as conn:
+            # As the founding document allows: no state row, no notification.
             row = conn.execute(
-                "WITH j AS (INSERT INTO discovery_jobs (status, params) VALUES ('pending', %s) "
-                "RETURNING job_id) INSERT INTO discovery_job_state (job_id, max_attempts) "
-                "SELECT job_id, 3 FROM j RETURNING job_id",
+                "INSERT INTO discovery_jobs (status, params) VALUES ('pending', %s) "
+                "RETURNING job_id",
                 (psycopg.types.json.Jsonb(target("noop")),),
             ).fetchone()
         assert row is not None

@@ -19,7 +19,7 @@ CREATE TABLE discovery_job_state (
     -- A pending job may be claimed from then on (retries wait out their backoff).
     run_after TIMESTAMPTZ NOT NULL DEFAULT now(),
     attempts INTEGER NOT NULL DEFAULT 0,
-    max_attempts INTEGER NOT NULL,
+    max_attempts INTEGER NOT NULL DEFAULT 5,
     -- The lease: who runs the job, the token every write of theirs must carry, until when.
     worker_id TEXT,
     lease_token UUID,
@@ -37,6 +37,35 @@ CREATE TABLE discovery_job_state (
     started_at TIMESTAMPTZ,
     updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
 ) WITH (fillfactor = 50);
+
+-- Every job has its state row, even one inserted by hand as the founding document allows:
+-- jobs that exist when this migration runs get one now, later ones from this trigger, so no
+-- job is stranded outside the queue.
+INSERT INTO discovery_job_state (job_id) SELECT job_id FROM discovery_jobs;
+
+CREATE FUNCTION ronin_job_state_for_new_job() RETURNS TRIGGER
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO discovery_job_state (job_id)
+    SELECT job_id FROM new_jobs
+    ON CONFLICT (job_id) DO NOTHING;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER trg_discovery_job_state
+    AFTER INSERT ON discovery_jobs
+    REFERENCING NEW TABLE AS new_jobs
+    FOR EACH STATEMENT EXECUTE FUNCTION ronin_job_state_for_new_job();
+
+-- A job with its queue state, as the API and the CLI show it.
+CREATE VIEW discovery_jobs_with_state AS
+SELECT j.job_id, j.status, j.params, j.created_at, j.completed_at,
+       s.attempts, s.max_attempts, s.run_after, s.worker_id, s.lease_expires_at,
+       s.cancel_requested, s.progress, s.progress_message, s.error, s.result,
+       s.idempotency_key, s.schedule_id, s.started_at, s.updated_at
+FROM discovery_jobs AS j
+JOIN discovery_job_state AS s ON s.job_id = j.job_id;
 
 -- One row per attempt (per lease): who ran it, how it ended, and why.
 CREATE TABLE discovery_job_attempts (

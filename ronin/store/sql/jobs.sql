@@ -20,6 +20,7 @@ WITH job AS (
     INSERT INTO discovery_job_state (job_id, max_attempts, idempotency_key, schedule_id)
     SELECT job_id, %(max_attempts)s, %(idempotency_key)s, %(schedule_id)s FROM job
     RETURNING job_id
+    -- (the trigger that gives hand-inserted jobs a state row finds this one and stands back)
 )
 SELECT job_id, pg_notify('ronin_jobs', job_id::text) FROM state
 
@@ -186,26 +187,15 @@ RETURNING pg_notify('ronin_job_cancel', job_id::text)
 
 -- name: get_job
 -- One job with its queue state.
-SELECT j.job_id, j.status, j.params, j.created_at, j.completed_at,
-       s.attempts, s.max_attempts, s.run_after, s.worker_id, s.lease_expires_at,
-       s.cancel_requested, s.progress, s.progress_message, s.error, s.result,
-       s.idempotency_key, s.schedule_id, s.started_at, s.updated_at
-FROM discovery_jobs AS j
-LEFT JOIN discovery_job_state AS s ON s.job_id = j.job_id
-WHERE j.job_id = %(job_id)s
+SELECT * FROM discovery_jobs_with_state WHERE job_id = %(job_id)s
 
 -- name: list_jobs
 -- A keyset page of jobs, newest first, optionally of one status.
-SELECT j.job_id, j.status, j.params, j.created_at, j.completed_at,
-       s.attempts, s.max_attempts, s.run_after, s.worker_id, s.lease_expires_at,
-       s.cancel_requested, s.progress, s.progress_message, s.error, s.result,
-       s.idempotency_key, s.schedule_id, s.started_at, s.updated_at
-FROM discovery_jobs AS j
-LEFT JOIN discovery_job_state AS s ON s.job_id = j.job_id
-WHERE (%(status)s::text IS NULL OR j.status = %(status)s::text)
+SELECT * FROM discovery_jobs_with_state
+WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
   AND (%(before_created_at)s::timestamptz IS NULL
-       OR (j.created_at, j.job_id) < (%(before_created_at)s::timestamptz, %(before_job_id)s::uuid))
-ORDER BY j.created_at DESC, j.job_id DESC
+       OR (created_at, job_id) < (%(before_created_at)s::timestamptz, %(before_job_id)s::uuid))
+ORDER BY created_at DESC, job_id DESC
 LIMIT %(limit)s
 
 -- name: job_attempts
