@@ -1,0 +1,107 @@
+"""The scope policy (PROTOCOL.md section 6): which addresses a Ronin may ever probe.
+
+Checked before the first packet of a job and again for every peer, redirect and resolved
+address. Some ranges stay refused whatever the allowed networks say, unless the operator
+names them (or a part of them) explicitly: ``0.0.0.0/8``, ``169.254.0.0/16`` (where cloud
+metadata lives), multicast and broadcast.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from ronin.errors import ForbiddenTarget, InvalidValue
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+#: Private ranges, loopback and IPv6 unique-local: a home or office network, nothing public.
+DEFAULT_ALLOW = (
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "127.0.0.0/8",
+    "::1/128",
+    "fc00::/7",
+)
+ALWAYS_REFUSED = (
+    "0.0.0.0/8",
+    "169.254.0.0/16",
+    "224.0.0.0/4",
+    "255.255.255.255/32",
+    "ff00::/8",
+)
+DEFAULT_MAX_PREFIX_V4 = 16
+DEFAULT_MAX_PREFIX_V6 = 112
+
+
+def parse_networks(text: str, *, field: str) -> tuple[Network, ...]:
+    """A comma-separated list of CIDRs, e.g. ``RONIN_ALLOW``."""
+    networks = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError as exc:
+            raise InvalidValue(f"{field}: {item!r} is not a network ({exc})", field=field) from None
+    return tuple(networks)
+
+
+@dataclass(frozen=True, slots=True)
+class ScopePolicy:
+    """Allowed networks, and the largest target a job may name."""
+
+    allowed: tuple[Network, ...]
+    max_prefix_v4: int = DEFAULT_MAX_PREFIX_V4
+    max_prefix_v6: int = DEFAULT_MAX_PREFIX_V6
+
+    @classmethod
+    def default(cls) -> ScopePolicy:
+        return cls(parse_networks(",".join(DEFAULT_ALLOW), field="RONIN_ALLOW"))
+
+    def allows(self, address: Address | str) -> bool:
+        """True if ``address`` may be probed."""
+        try:
+            ip = ipaddress.ip_address(address) if isinstance(address, str) else address
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return self._covers(ipaddress.ip_network(ip))
+
+    def check_target(self, network: Network) -> None:
+        """Refuse a job target outside the policy, before any packet (``FORBIDDEN_TARGET``)."""
+        limit = self.max_prefix_v4 if network.version == 4 else self.max_prefix_v6
+        if network.prefixlen < limit:
+            raise ForbiddenTarget(
+                f"{network} is larger than the largest target allowed (a /{limit}); "
+                "split it or raise the limit",
+                field="target.value",
+            )
+        if not self._covers(network):
+            raise ForbiddenTarget(
+                f"{network} is outside the networks this Ronin may probe "
+                f"({', '.join(str(n) for n in self.allowed) or 'none'}; set RONIN_ALLOW)",
+                field="target.value",
+            )
+
+    def _covers(self, network: Network) -> bool:
+        """Inside one allowed network; and inside an always-refused range only where an
+        allowed network within that range names it explicitly."""
+        granting = [allowed for allowed in self.allowed if _within(network, allowed)]
+        if not granting:
+            return False
+        return all(
+            any(_within(allowed, refused) for allowed in granting)
+            for refused in _REFUSED
+            if refused.version == network.version and network.overlaps(refused)
+        )
+
+
+def _within(inner: Network, outer: Network) -> bool:
+    return inner.version == outer.version and inner.subnet_of(outer)  # type: ignore[arg-type]
+
+
+_REFUSED: tuple[Network, ...] = tuple(ipaddress.ip_network(n) for n in ALWAYS_REFUSED)
