@@ -40,6 +40,10 @@ class Settings:
     poll_interval: timedelta = DEFAULT_POLL_INTERVAL
     shutdown_grace: timedelta = DEFAULT_SHUTDOWN_GRACE
     job_retention: timedelta = DEFAULT_JOB_RETENTION
+    #: RONIN_ALLOW as given (comma-separated CIDRs); None keeps the default scope policy.
+    allow: str | None = None
+    max_target_prefix_v4: int = 16
+    max_target_prefix_v6: int = 112
 
     @property
     def embedded(self) -> bool:
@@ -68,6 +72,13 @@ class Settings:
             poll_interval=_seconds(env, "RONIN_POLL_INTERVAL_S", defaults.poll_interval),
             shutdown_grace=_seconds(env, "RONIN_SHUTDOWN_GRACE_S", defaults.shutdown_grace),
             job_retention=_seconds(env, "RONIN_JOB_RETENTION_S", defaults.job_retention),
+            allow=env.get("RONIN_ALLOW") or None,
+            max_target_prefix_v4=int(
+                _number(env, "RONIN_MAX_TARGET_PREFIX_V4", defaults.max_target_prefix_v4)
+            ),
+            max_target_prefix_v6=int(
+                _number(env, "RONIN_MAX_TARGET_PREFIX_V6", defaults.max_target_prefix_v6)
+            ),
         )
 
 

@@ -20,7 +20,11 @@ MIN_DEPTH, MAX_DEPTH = 1, 8
 DEFAULT_DEPTH = 1
 MAX_PORTS = 64
 MAX_TARGET_CHARS = 255
-KNOWN_KEYS = frozenset({"target", "protocols", "depth", "ports"})
+MAX_CONCURRENCY = 4096
+MAX_RATE = 1_000_000
+# Beyond PROTOCOL.md section 5, two optional pacing keys of Ronin's own: "concurrency"
+# (probes in flight) and "rate" (probes started per second; 0 for no limit).
+KNOWN_KEYS = frozenset({"target", "protocols", "depth", "ports", "concurrency", "rate"})
 
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _DID = re.compile(r"^did:([a-z0-9]+):([A-Za-z0-9._:%-]+)$")
@@ -35,6 +39,8 @@ class JobParams:
     protocols: tuple[str, ...]
     depth: int
     ports: tuple[int, ...]
+    concurrency: int | None = None
+    rate: float | None = None
 
 
 def parse_params(params: Any) -> JobParams:
@@ -55,6 +61,8 @@ def parse_params(params: Any) -> JobParams:
         protocols=_protocols(params.get("protocols")),
         depth=_depth(params.get("depth", DEFAULT_DEPTH)),
         ports=_ports(params.get("ports", [KOS_PORT])),
+        concurrency=_bounded_number(params.get("concurrency"), "concurrency", 1, MAX_CONCURRENCY),
+        rate=_bounded_number(params.get("rate"), "rate", 0, MAX_RATE),
     )
 
 
@@ -171,3 +179,12 @@ def _ports(value: Any) -> tuple[int, ...]:
     if len(set(value)) != len(value):
         raise InvalidTarget("ports lists a port twice", field="ports")
     return tuple(value)
+
+
+def _bounded_number(value: Any, name: str, low: int, high: int) -> Any:
+    if value is None:
+        return None
+    number_types = (int,) if name == "concurrency" else (int, float)
+    if isinstance(value, bool) or not isinstance(value, number_types) or not low <= value <= high:
+        raise InvalidTarget(f"{name} must be a number from {low} to {high}", field=name)
+    return value

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from ronin.config import Settings
 from ronin.errors import ForbiddenTarget, InvalidValue
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -60,6 +61,16 @@ class ScopePolicy:
     @classmethod
     def default(cls) -> ScopePolicy:
         return cls(parse_networks(",".join(DEFAULT_ALLOW), field="RONIN_ALLOW"))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ScopePolicy:
+        """``RONIN_ALLOW`` and the target size limits, or the defaults."""
+        allow = settings.allow if settings.allow is not None else ",".join(DEFAULT_ALLOW)
+        return cls(
+            parse_networks(allow, field="RONIN_ALLOW"),
+            max_prefix_v4=settings.max_target_prefix_v4,
+            max_prefix_v6=settings.max_target_prefix_v6,
+        )
 
     def allows(self, address: Address | str) -> bool:
         """True if ``address`` may be probed."""

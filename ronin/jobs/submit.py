@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from typing import Any
 
 from ronin.discovery.params import parse_params
+from ronin.discovery.policy import ScopePolicy
 from ronin.errors import InvalidValue
 from ronin.store.job_models import Job
 from ronin.store.jobs import JobStore
@@ -19,13 +21,18 @@ async def submit_job(
     *,
     max_attempts: int,
     idempotency_key: str | None = None,
+    policy: ScopePolicy | None = None,
 ) -> tuple[Job, bool]:
     """Validate ``params`` (PROTOCOL.md section 5) and enqueue the job, stored verbatim.
 
-    Returns the job and whether it is new: a retried submission with the same idempotency
+    With a ``policy``, a network target outside it is refused (``FORBIDDEN_TARGET``) before
+    anything is written; the job checks again before its first packet. Returns the job and
+    whether it is new: a retried submission with the same idempotency
     key gets the first one's job back.
     """
-    parse_params(params)
+    parsed = parse_params(params)
+    if policy is not None and parsed.target_type == "network_cidr":
+        policy.check_target(ipaddress.ip_network(parsed.target))
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS:
         raise InvalidValue(
             f"an idempotency key has 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters",

@@ -155,6 +155,23 @@ class Worker:
             await self._shut_down()
         logger.info("worker %s stopped", self.worker_id)
 
+    async def run_one(self, job_id: uuid.UUID) -> bool:
+        """Claim ``job_id`` and run it to its end here; False if another worker has it."""
+        claimed = await self._store.claim(
+            self.worker_id, batch=1, lease=self.options.lease, job_id=job_id
+        )
+        if not claimed:
+            return False
+        running = _RunningJob(claimed[0], self.options.lease.total_seconds())
+        self._running[job_id] = running
+        await self._run_job(running)
+        return True
+
+    def release_all(self) -> None:
+        """Hand every running job back to the queue (the process is being interrupted)."""
+        for running in list(self._running.values()):
+            running.stop("shutdown")
+
     async def _claim(self) -> list[ClaimedJob]:
         free = self.options.concurrency - self.running
         if free <= 0:

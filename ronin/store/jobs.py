@@ -79,12 +79,20 @@ class JobStore:
         assert row is not None
         return row[0], True
 
-    async def claim(self, worker_id: str, *, batch: int, lease: timedelta) -> list[ClaimedJob]:
-        """Claim up to ``batch`` jobs for ``worker_id`` in one statement."""
+    async def claim(
+        self,
+        worker_id: str,
+        *,
+        batch: int,
+        lease: timedelta,
+        job_id: uuid.UUID | None = None,
+    ) -> list[ClaimedJob]:
+        """Claim up to ``batch`` jobs (or only ``job_id``) for ``worker_id``, in one statement."""
         async with self.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
-                query("claim_jobs"), {"worker_id": worker_id, "batch": batch, "lease": lease}
+                query("claim_jobs"),
+                {"worker_id": worker_id, "batch": batch, "lease": lease, "job_id": job_id},
             )
             rows = await cur.fetchall()
         return [

@@ -149,6 +149,15 @@ class ServiceMap:
         value = int(row[0]) if row else 0
         return Count(value=min(value, bound), exact=value <= bound)
 
+    async def plan(self, where: ServiceFilter = EVERY_SERVICE, *, limit: int = 100) -> list[str]:
+        """EXPLAIN ANALYZE of the first page for ``where``: what an operator (or a benchmark)
+        reads to see how a query is served."""
+        async with self._connection() as conn:
+            statement, params = await self._page_query(conn, where, None, limit)
+            explain = sql.SQL("EXPLAIN (ANALYZE, COSTS OFF, BUFFERS OFF) {}").format(statement)
+            cur = await conn.execute(explain, params, prepare=False)
+            return [str(row[0]) for row in await cur.fetchall()]
+
     async def estimated_total(self) -> int:
         """The planner's estimate of the map's size, for free (-1 before the first ANALYZE)."""
         async with self._connection() as conn:
@@ -185,14 +194,15 @@ class ServiceMap:
             "seen_since": where.seen_since,
             "after": after,
             "limit": limit,
-            "all_capabilities": json.dumps(list(where.all_capabilities))
-            if where.all_capabilities
-            else None,
         }
+        required = list(dict.fromkeys(where.all_capabilities))
         if where.any_capabilities:
             params["drivers"] = list(dict.fromkeys(where.any_capabilities))
-        elif where.all_capabilities:
-            params["drivers"] = [await _rarest(conn, where.all_capabilities)]
+            params["also_required"] = required
+        elif required:
+            driver = await _rarest(conn, required)
+            params["drivers"] = [driver]
+            params["also_required"] = [c for c in required if c != driver]
         else:
             return query("find_services"), params
         return query("find_services_by_capability"), params
@@ -202,11 +212,12 @@ class ServiceMap:
 
 
 async def _rarest(conn: psycopg.AsyncConnection[Any], capabilities: Sequence[str]) -> str:
-    """The capability fewest services hold (by a bounded sample), to drive an all-of search."""
+    """The capability fewest services hold (statistics or a bounded sample), to drive an
+    all-of search."""
     if len(capabilities) == 1:
         return capabilities[0]
     cur = await conn.execute(
-        query("capability_holders_sampled"),
+        query("capability_holders_estimated"),
         {"capabilities": list(capabilities), "bound": DRIVER_SAMPLE_BOUND},
     )
     holders = {name: count for name, count in await cur.fetchall()}

@@ -101,7 +101,9 @@ async def test_the_claim_uses_the_partial_index_as_finished_jobs_pile_up(
         )
         conn.execute("ANALYZE")
     await submit(store)
-    nodes = explain(db_url, "claim_jobs", {"worker_id": "w", "batch": 4, "lease": LEASE})
+    nodes = explain(
+        db_url, "claim_jobs", {"worker_id": "w", "batch": 4, "lease": LEASE, "job_id": None}
+    )
     assert "idx_discovery_jobs_claim" in {n.get("Index Name") for n in nodes}
     scans = [
         n["Node Type"]

@@ -37,25 +37,27 @@ async def large_map(service_map: ServiceMap, db_url: str) -> str:
 
 
 def page_params(**overrides: Any) -> dict[str, Any]:
-    params: dict[str, Any] = dict.fromkeys(
-        ("node_class", "node_id", "seen_since", "after", "all_capabilities")
-    )
-    return params | {"limit": 100} | overrides
+    params: dict[str, Any] = dict.fromkeys(("node_class", "node_id", "seen_since", "after"))
+    return params | {"limit": 100, "also_required": []} | overrides
 
 
-@pytest.mark.parametrize("capability", ["common", "medium"])
+@pytest.mark.parametrize(
+    ("capability", "also_required"), [("common", []), ("medium", []), ("medium", ["common"])]
+)
 @pytest.mark.parametrize("node_class", [None, "Musa"])
 def test_a_capability_page_walks_the_capability_index(
-    large_map: str, capability: str, node_class: str | None
+    large_map: str, capability: str, also_required: list[str], node_class: str | None
 ) -> None:
     nodes = explain(
         large_map,
         "find_services_by_capability",
-        page_params(drivers=[capability], node_class=node_class),
+        page_params(drivers=[capability], node_class=node_class, also_required=also_required),
     )
     walks = [n for n in nodes if n.get("Relation Name") == "service_capabilities"]
     assert walks, nodes
     assert all(n["Node Type"] in ("Index Scan", "Index Only Scan") for n in walks)
+    # Never a GIN bitmap over every holder, sorted before the first row comes out.
+    assert "Bitmap Heap Scan" not in {n["Node Type"] for n in nodes}
     # Nothing reads discovered_services except by primary key, one page's worth.
     services = [n for n in nodes if n.get("Relation Name") == "discovered_services"]
     assert all(n["Node Type"] == "Index Scan" for n in services)

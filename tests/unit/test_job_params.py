@@ -36,6 +36,7 @@ def target(kind: str, value: Any) -> dict[str, Any]:
         target("did", "did:web:example.org%3A8443:nodes:griot"),
         target("did", "did:kos:tohunga:51be02"),
         params(depth=8, ports=[1, 65535]),
+        params(concurrency=4096, rate=0.5),
     ],
 )
 def test_valid_params(valid: dict[str, Any]) -> None:
@@ -78,6 +79,10 @@ def test_defaults_and_normalisation() -> None:
         (params(ports=[0]), "ports", "from 1 to 65535"),
         (params(ports=["80"]), "ports", "from 1 to 65535"),
         (params(ports=[80, 80]), "ports", "twice"),
+        (params(concurrency=0), "concurrency", "from 1 to 4096"),
+        (params(concurrency=2.5), "concurrency", "from 1 to 4096"),
+        (params(rate=-1), "rate", "from 0"),
+        (params(rate="fast"), "rate", "from 0"),
     ],
 )
 def test_invalid_params_name_their_field(invalid: Any, field: str, message: str) -> None:

@@ -27,13 +27,15 @@ SELECT job_id, pg_notify('ronin_jobs', job_id::text) FROM state
 -- name: claim_jobs
 -- Claim up to %(batch)s jobs in one statement: running jobs whose lease expired (their worker
 -- died) first, then pending jobs whose backoff is over, oldest first. SKIP LOCKED lets any
--- number of workers claim at once without waiting on each other; the partial indexes on
--- status keep this fast however many finished jobs pile up.
+-- number of workers claim at once without waiting on each other; the partial index on pending
+-- jobs keeps this fast however many finished jobs pile up. With %(job_id)s, only that job
+-- (`ronin discover --wait` running its own job).
 WITH expired AS (
     SELECT j.job_id
     FROM discovery_jobs AS j
     JOIN discovery_job_state AS s ON s.job_id = j.job_id
     WHERE j.status = 'running' AND s.lease_expires_at < now()
+      AND (%(job_id)s::uuid IS NULL OR j.job_id = %(job_id)s::uuid)
     LIMIT %(batch)s
     FOR UPDATE OF j SKIP LOCKED
 ), pending AS (
@@ -41,6 +43,7 @@ WITH expired AS (
     FROM discovery_jobs AS j
     JOIN discovery_job_state AS s ON s.job_id = j.job_id
     WHERE j.status = 'pending' AND s.run_after <= now()
+      AND (%(job_id)s::uuid IS NULL OR j.job_id = %(job_id)s::uuid)
     ORDER BY j.created_at
     LIMIT %(batch)s
     FOR UPDATE OF j SKIP LOCKED

@@ -57,9 +57,11 @@ LIMIT %(limit)s
 
 -- name: find_services_by_capability
 -- A keyset page of services holding capabilities. Each "driver" capability is walked in
--- service_id order through service_capabilities (every filter applied inside, so each walk
--- stops after one page); the walks are merged and the first page of their union is kept.
--- All-of is one driver plus the GIN-served @> filter; any-of is one driver per capability.
+-- service_id order through service_capabilities, every filter applied inside the walk so it
+-- stops after one page; the walks are merged and the first page of their union is kept.
+-- An all-of search has one driver (its rarest capability) and checks the others with one
+-- index probe each; an any-of search has one driver per capability. No GIN scan here: it
+-- would fetch and sort every holder of a common capability before the first row.
 SELECT DISTINCT ON (page.service_id)
     page.service_id, page.node_id, page.node_class, page.endpoint, page.capabilities,
     page.discovery_metadata, page.last_seen
@@ -67,28 +69,57 @@ FROM unnest(%(drivers)s::text[]) AS driver(capability)
 CROSS JOIN LATERAL (
     SELECT s.*
     FROM service_capabilities AS sc
-    JOIN discovered_services AS s ON s.service_id = sc.service_id
+    CROSS JOIN LATERAL (
+        -- One primary-key probe per candidate, in walk order. OFFSET 0 keeps the planner
+        -- from turning this into a join that reads discovered_services end to end.
+        SELECT *
+        FROM discovered_services AS candidate
+        WHERE candidate.service_id = sc.service_id
+          AND (%(node_id)s::text IS NULL OR candidate.node_id = %(node_id)s::text)
+          AND (%(seen_since)s::timestamptz IS NULL
+               OR candidate.last_seen >= %(seen_since)s::timestamptz)
+        OFFSET 0
+    ) AS s
     WHERE sc.capability = driver.capability
       AND (%(node_class)s::text IS NULL OR sc.node_class = %(node_class)s::text)
       AND (%(after)s::text IS NULL OR sc.service_id > %(after)s::text)
-      AND (%(node_id)s::text IS NULL OR s.node_id = %(node_id)s::text)
-      AND (%(seen_since)s::timestamptz IS NULL OR s.last_seen >= %(seen_since)s::timestamptz)
-      AND (%(all_capabilities)s::jsonb IS NULL OR s.capabilities @> %(all_capabilities)s::jsonb)
+      AND (
+          cardinality(%(also_required)s::text[]) = 0
+          OR (
+              SELECT count(*) FROM service_capabilities AS held
+              WHERE held.service_id = sc.service_id
+                AND held.capability = ANY (%(also_required)s::text[])
+          ) = cardinality(%(also_required)s::text[])
+      )
     ORDER BY sc.service_id
     LIMIT %(limit)s
 ) AS page
 ORDER BY page.service_id
 LIMIT %(limit)s
 
--- name: capability_holders_sampled
--- How many services hold each capability, counted up to a small bound: enough to pick the
--- rarest one to drive an all-of search without ever counting a common capability in full.
-SELECT capability, (
-    SELECT count(*) FROM (
-        SELECT FROM service_capabilities AS sc
-        WHERE sc.capability = wanted.capability
-        LIMIT %(bound)s
-    ) AS sample
+-- name: capability_holders_estimated
+-- How many services hold each capability: the planner's statistics for common ones, a count
+-- up to a small bound for the rest. Enough to pick the rarest to drive an all-of search,
+-- without ever counting a common capability in full.
+SELECT wanted.capability, coalesce(
+    (
+        SELECT round(mcv.freq * greatest(cls.reltuples, 0))::bigint
+        FROM pg_stats AS st
+        CROSS JOIN LATERAL unnest(st.most_common_vals::text::text[], st.most_common_freqs)
+            AS mcv(value, freq)
+        JOIN pg_class AS cls ON cls.oid = 'service_capabilities'::regclass
+        WHERE st.schemaname = current_schema()
+          AND st.tablename = 'service_capabilities'
+          AND st.attname = 'capability'
+          AND mcv.value = wanted.capability
+    ),
+    (
+        SELECT count(*) FROM (
+            SELECT FROM service_capabilities AS sc
+            WHERE sc.capability = wanted.capability
+            LIMIT %(bound)s
+        ) AS sample
+    )
 ) AS holders
 FROM unnest(%(capabilities)s::text[]) AS wanted(capability)
 

@@ -1,0 +1,834 @@
+"""Benchmark the map at scale: loads, re-sightings, first pages and counts, next to plain SQL.
+
+Usage: ``python bench/map.py [--rows N] [--queries Q] [--seed S]``.
+
+Two scratch databases are created on ``RONIN_DATABASE_URL`` (or on an embedded server of the
+benchmark's own) and dropped at the end: "ronin", migrated and written through ``ServiceMap``,
+and "baseline", the bare seed schema, written and queried the obvious way. The command exits 0
+whether or not a goal is met and prints PASS or MISS for each goal.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# `python bench/map.py` puts bench/ first on sys.path, where a sibling script named like a
+# standard module (bench/queue.py) would shadow it for psycopg. Nothing is imported from bench/.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)
+
+import argparse
+import asyncio
+import atexit
+import hashlib
+import itertools
+import json
+import math
+import os
+import platform
+import random
+import resource
+import shutil
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from ronin.store.embedded import start_embedded
+from ronin.store.migrate import migrate
+from ronin.store.models import ServiceFilter, Sighting, UpsertResult
+from ronin.store.services import ServiceMap
+
+Connection = psycopg.AsyncConnection[Any]
+
+SEED_SCHEMA = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "seed_schema.sql"
+
+NODE_CLASSES = (
+    "Griot",
+    "Tohunga",
+    "Ronin",
+    "Musa",
+    "Hakim",
+    "Skald",
+    "Oracle",
+    "Junzi",
+    "Yachay",
+    "Sachem",
+    "Archon",
+    "Amauta",
+    "Mzee",
+)
+VOCABULARY = tuple(f"cap.{rank:03d}" for rank in range(200))
+ZIPF_S = 1.1
+# A pure power law over 200 names never drops below ~0.25% of services; an exponential cutoff
+# gives the tail its rare capabilities (<0.1%) while the head and middle stay Zipf-like.
+TAIL_CUTOFF = 100.0
+CUM_WEIGHTS = tuple(
+    itertools.accumulate(
+        (rank + 1) ** -ZIPF_S * math.exp(-(rank + 1) / TAIL_CUTOFF) for rank in range(200)
+    )
+)
+DISCOVERY_METHODS = ("mdns", "dht", "bootstrap", "gossip")
+PROTOCOLS = ("klp/1", "klp/2", "http/1.1")
+SERVICES_PER_NODE = 4
+BLOCK = 1_000  # rows per RNG seed: row i is the same whatever --rows says
+
+STREAMS = 2
+CALL_ROWS = 10_000  # sightings per ServiceMap.upsert call (which writes them 2,000 at a time)
+PAGE = 100
+SINGLE_STREAM_MAX_ROWS = 100_000
+NAIVE_MAX_ROWS = 100_000
+NAIVE_BATCH = 2_000
+WARMUP_CALLS = 3
+CASE_BUDGET_S = 15.0  # a query case stops early (and says so) once it has run this long
+COUNT_REPEATS = 5
+FRESHNESS_WINDOW = timedelta(hours=24)
+RESIGHT_GOAL = 0.5
+FIRST_PAGE_GOAL_MS = 10.0
+
+COPY_STATEMENT = (
+    "COPY discovered_services (service_id, node_id, node_class, endpoint, capabilities,"
+    " discovery_metadata, last_seen) FROM STDIN"
+)
+NAIVE_UPSERT = """
+INSERT INTO discovered_services
+    (service_id, node_id, node_class, endpoint, capabilities, discovery_metadata, last_seen)
+VALUES (%s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (service_id) DO UPDATE SET
+    node_id = EXCLUDED.node_id, node_class = EXCLUDED.node_class,
+    endpoint = EXCLUDED.endpoint, capabilities = EXCLUDED.capabilities,
+    discovery_metadata = EXCLUDED.discovery_metadata, last_seen = EXCLUDED.last_seen
+"""
+CAPABILITY_FREQUENCIES = """
+SELECT capability, count(*)
+FROM discovered_services, jsonb_array_elements_text(capabilities) AS capability
+GROUP BY capability
+"""
+EXPLAIN = sql.SQL("EXPLAIN (ANALYZE, BUFFERS OFF, COSTS OFF) {}")
+
+
+# --- Synthetic services --------------------------------------------------------------------
+
+
+class Row(NamedTuple):
+    """One synthetic service, as both databases receive it."""
+
+    service_id: str
+    node_id: str
+    node_class: str
+    endpoint: str
+    capabilities: tuple[str, ...]
+    metadata: dict[str, Any]
+
+
+def generate(seed: int, start: int, stop: int, sighting: int = 0) -> Iterator[Row]:
+    """Rows ``start`` (a multiple of BLOCK) to ``stop``; a re-sighting changes only timings."""
+    for block in range(start // BLOCK, -(-stop // BLOCK)):
+        rng = random.Random(seed * 1_000_003 + block)
+        timing = random.Random((seed * 1_000_003 + block) * 16 + sighting)
+        job_id = str(uuid.UUID(int=timing.getrandbits(128), version=4))
+        for index in range(block * BLOCK, min((block + 1) * BLOCK, stop)):
+            yield make_row(rng, seed, index, job_id, timing.randint(1, 500))
+
+
+def make_row(rng: random.Random, seed: int, index: int, job_id: str, response_ms: int) -> Row:
+    """Service ``index``: its node (and so class and address) is shared with 3 neighbours."""
+    node_key = f"{seed}:{index // SERVICES_PER_NODE}".encode()
+    node = hashlib.blake2b(node_key, digest_size=16).digest()
+    return Row(
+        service_id=f"did:kos:service:{rng.getrandbits(128):032x}",
+        node_id=f"did:kos:node:{node.hex()}",
+        node_class=NODE_CLASSES[node[0] % len(NODE_CLASSES)],
+        endpoint=f"http://10.{node[1]}.{node[2]}.{node[3]}:30437/klf",
+        capabilities=draw_capabilities(rng),
+        metadata={
+            "discovery_method": DISCOVERY_METHODS[node[4] % len(DISCOVERY_METHODS)],
+            "response_time_ms": response_ms,
+            "job_id": job_id,
+            "protocols": list(PROTOCOLS[: 1 + node[5] % len(PROTOCOLS)]),
+        },
+    )
+
+
+def draw_capabilities(rng: random.Random) -> tuple[str, ...]:
+    """2 to 6 distinct capabilities, drawn from the skewed vocabulary."""
+    wanted = rng.randint(2, 6)
+    drawn: dict[str, None] = {}
+    while len(drawn) < wanted:
+        for name in rng.choices(VOCABULARY, cum_weights=CUM_WEIGHTS, k=wanted - len(drawn)):
+            drawn[name] = None
+    return tuple(drawn)
+
+
+def sighting_of(row: Row, seen_at: datetime) -> Sighting:
+    """The sighting a discovery job would report for ``row``."""
+    return Sighting(
+        service_id=row.service_id,
+        node_id=row.node_id,
+        node_class=row.node_class,
+        endpoint=row.endpoint,
+        capabilities=row.capabilities,
+        seen_at=seen_at,
+        metadata=row.metadata,
+    )
+
+
+def span_unit(rows: int) -> int:
+    """Where streams may be cut: a multiple of BLOCK, about 1/20 of the rows, at most 10,000."""
+    return max(BLOCK, min(10_000, rows // 20 // BLOCK * BLOCK))
+
+
+def split(start: int, stop: int, parts: int, chunk: int) -> list[tuple[int, int]]:
+    """``parts`` contiguous ranges covering start..stop, cut at chunk boundaries."""
+    chunks = -(-(stop - start) // chunk)
+    bounds = [start + chunk * (chunks * k // parts) for k in range(parts)] + [stop]
+    return [(lo, min(hi, stop)) for lo, hi in itertools.pairwise(bounds) if lo < hi]
+
+
+# --- What is measured ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Throughput:
+    """Rows written by one phase, and how long it took."""
+
+    label: str
+    rows: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        """Rows per second."""
+        return self.rows / self.seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """One first-page query, asked of Ronin and of the baseline alike."""
+
+    label: str
+    all_of: tuple[str, ...] = ()
+    any_of: tuple[str, ...] = ()
+    by_class: bool = False
+
+    def node_class(self, iteration: int) -> str | None:
+        """The class filter of this iteration: the 13 classes in turn, or none."""
+        return NODE_CLASSES[iteration % len(NODE_CLASSES)] if self.by_class else None
+
+    def service_filter(self, iteration: int) -> ServiceFilter:
+        """What Ronin is asked."""
+        return ServiceFilter(
+            all_capabilities=self.all_of,
+            any_capabilities=self.any_of,
+            node_class=self.node_class(iteration),
+        )
+
+    def baseline(self, iteration: int) -> tuple[sql.Composed, list[Any]]:
+        """The natural SQL on the seed schema, and its parameters."""
+        conditions: list[sql.Composable] = []
+        params: list[Any] = []
+        if self.all_of:
+            conditions.append(sql.SQL("capabilities @> %s"))
+            params.append(Jsonb(list(self.all_of)))
+        if self.any_of:
+            conditions.append(sql.SQL("capabilities ?| %s"))
+            params.append(list(self.any_of))
+        node_class = self.node_class(iteration)
+        if node_class is not None:
+            conditions.append(sql.SQL("node_class = %s"))
+            params.append(node_class)
+        statement = sql.SQL(
+            "SELECT * FROM discovered_services WHERE {} ORDER BY service_id LIMIT {}"
+        ).format(sql.SQL(" AND ").join(conditions), sql.Literal(PAGE))
+        return statement, params
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    """Milliseconds per call of one case, on both databases."""
+
+    case: Case
+    ronin: list[float]
+    baseline: list[float]
+
+
+@dataclass(frozen=True, slots=True)
+class CountTiming:
+    """Ronin's bounded count next to an exact count on the baseline."""
+
+    label: str
+    ronin_value: str
+    ronin_ms: float
+    baseline_value: int
+    baseline_ms: float
+
+
+@dataclass(slots=True)
+class Report:
+    """Everything the final table prints."""
+
+    queries: int
+    loads: list[Throughput] = field(default_factory=list)
+    latencies: list[Latency] = field(default_factory=list)
+    counts: list[CountTiming] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def load(self, label: str) -> Throughput:
+        """The load phase named ``label``."""
+        return next(t for t in self.loads if t.label == label)
+
+
+def say(message: str) -> None:
+    """Progress, printed as it happens."""
+    print(message, flush=True)
+
+
+def percentile(samples: list[float], share: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(samples)
+    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
+
+
+async def timed_calls(
+    call: Callable[[int], Awaitable[object]], count: int, budget_s: float
+) -> list[float]:
+    """Milliseconds of up to ``count`` calls after a short warm-up, stopping at ``budget_s``."""
+    for iteration in range(WARMUP_CALLS):
+        await call(iteration)
+    samples: list[float] = []
+    deadline = time.perf_counter() + budget_s
+    for iteration in range(count):
+        started = time.perf_counter()
+        await call(iteration)
+        samples.append((time.perf_counter() - started) * 1000)
+        if time.perf_counter() > deadline:
+            break
+    return samples
+
+
+# --- Databases -------------------------------------------------------------------------------
+
+
+def server_url() -> tuple[str, str]:
+    """The server to use and where it comes from: RONIN_DATABASE_URL or an embedded one."""
+    url = os.environ.get("RONIN_DATABASE_URL")
+    if url:
+        return url, "RONIN_DATABASE_URL"
+    data_dir = Path(tempfile.mkdtemp(prefix="ronin-bench-"))
+    # Registered before the server's own exit hook, so it runs after the server has stopped.
+    atexit.register(shutil.rmtree, data_dir, ignore_errors=True)
+    return start_embedded(data_dir), "embedded"
+
+
+def seed_schema_text() -> str:
+    """The founding document's schema, as vendored for the tests."""
+    return SEED_SCHEMA.read_text()
+
+
+async def connect(url: str) -> Connection:
+    """An autocommit connection."""
+    return await psycopg.AsyncConnection.connect(url, autocommit=True)
+
+
+@asynccontextmanager
+async def scratch_databases(server: str, *labels: str) -> AsyncIterator[dict[str, str]]:
+    """Fresh databases, one per label, as URLs; dropped on the way out, error or not."""
+    suffix = uuid.uuid4().hex[:10]
+    names = {label: f"bench_{label}_{suffix}" for label in labels}
+    try:
+        async with await connect(server) as conn:
+            for name in names.values():
+                await conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        yield {label: make_conninfo(server, dbname=name) for label, name in names.items()}
+    finally:
+        async with await connect(server) as conn:
+            for name in names.values():
+                drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+                await conn.execute(drop.format(sql.Identifier(name)))
+
+
+async def create_baseline_schema(url: str, seed_sql: str) -> None:
+    """The bare seed schema; without uuid-ossp, its built-in v4 equivalent."""
+    async with await connect(url) as conn:
+        cur = await conn.execute(
+            "SELECT EXISTS (SELECT FROM pg_available_extensions WHERE name = 'uuid-ossp')"
+        )
+        row = await cur.fetchone()
+        if not (row and row[0]):
+            lines = [line for line in seed_sql.splitlines() if "CREATE EXTENSION" not in line]
+            seed_sql = "\n".join(lines).replace("uuid_generate_v4()", "gen_random_uuid()")
+        await conn.execute(seed_sql.encode())
+
+
+async def create_ronin_schema(url: str) -> None:
+    """Ronin's migrations."""
+    async with await connect(url) as conn:
+        await migrate(conn)
+
+
+async def server_facts(url: str) -> str:
+    """PostgreSQL version and the settings that matter most here."""
+    async with await connect(url) as conn:
+        cur = await conn.execute(
+            "SELECT current_setting('server_version'), current_setting('shared_buffers'),"
+            " current_setting('work_mem'), current_setting('max_wal_size')"
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    return (
+        f"PostgreSQL {row[0]} (shared_buffers={row[1]}, work_mem={row[2]}, max_wal_size={row[3]})"
+    )
+
+
+async def vacuum_analyze(url: str) -> float:
+    """VACUUM ANALYZE the whole database; seconds taken."""
+    started = time.perf_counter()
+    async with await connect(url) as conn:
+        await conn.execute("VACUUM ANALYZE")
+    return time.perf_counter() - started
+
+
+# --- Loads -----------------------------------------------------------------------------------
+
+
+async def copy_rows(url: str, seed: int, rows: int, seen_at: datetime) -> Throughput:
+    """Raw COPY of every row into the baseline: the yardstick."""
+    started = time.perf_counter()
+    async with await connect(url) as conn:
+        cur = conn.cursor()
+        async with cur.copy(COPY_STATEMENT) as copy:
+            for row in generate(seed, 0, rows):
+                await copy.write_row(
+                    (
+                        row.service_id,
+                        row.node_id,
+                        row.node_class,
+                        row.endpoint,
+                        json.dumps(row.capabilities),
+                        json.dumps(row.metadata),
+                        seen_at,
+                    )
+                )
+    return Throughput("baseline COPY, 1 stream", rows, time.perf_counter() - started)
+
+
+@dataclass(slots=True)
+class Tally:
+    """What upserts did, summed over chunks."""
+
+    inserted: int = 0
+    refreshed: int = 0
+    skipped: int = 0
+
+
+async def upsert_range(
+    service_map: ServiceMap, seed: int, span: tuple[int, int], seen_at: datetime, sighting: int
+) -> Tally:
+    """Upsert rows span[0]..span[1] chunk by chunk, keeping only the counts."""
+    tally = Tally()
+    chunk: list[Sighting] = []
+    for row in generate(seed, span[0], span[1], sighting):
+        chunk.append(sighting_of(row, seen_at))
+        if len(chunk) == CALL_ROWS:
+            add_to_tally(tally, await service_map.upsert(chunk))
+            chunk = []
+    if chunk:
+        add_to_tally(tally, await service_map.upsert(chunk))
+    return tally
+
+
+def add_to_tally(tally: Tally, result: UpsertResult) -> None:
+    """Count one UpsertResult."""
+    tally.inserted += len(result.inserted)
+    tally.refreshed += len(result.refreshed)
+    tally.skipped += len(result.conflicts) + len(result.outdated)
+
+
+async def upsert_streams(
+    service_map: ServiceMap,
+    seed: int,
+    spans: list[tuple[int, int]],
+    seen_at: datetime,
+    sighting: int,
+) -> tuple[float, Tally]:
+    """Upsert each span in its own concurrent stream; seconds taken and summed counts."""
+    started = time.perf_counter()
+    tallies = await asyncio.gather(
+        *(upsert_range(service_map, seed, span, seen_at, sighting) for span in spans)
+    )
+    seconds = time.perf_counter() - started
+    total = Tally()
+    for tally in tallies:
+        total.inserted += tally.inserted
+        total.refreshed += tally.refreshed
+        total.skipped += tally.skipped
+    return seconds, total
+
+
+def check_tally(report: Report, label: str, tally: Tally, inserted: int, refreshed: int) -> None:
+    """Note any upsert outcome other than the expected one."""
+    if (tally.inserted, tally.refreshed, tally.skipped) != (inserted, refreshed, 0):
+        report.notes.append(
+            f"{label}: expected {inserted:,} inserted / {refreshed:,} refreshed, got "
+            f"{tally.inserted:,} / {tally.refreshed:,} / {tally.skipped:,} skipped"
+        )
+
+
+async def ronin_first_load(
+    service_map: ServiceMap, seed: int, rows: int, seen_at: datetime, report: Report
+) -> None:
+    """The first load: 10% (at most 100k rows) in one stream, the rest in two."""
+    chunk = span_unit(rows)
+    single = min(SINGLE_STREAM_MAX_ROWS, max(chunk, rows // 10 // chunk * chunk), rows)
+    seconds, tally = await upsert_streams(service_map, seed, [(0, single)], seen_at, 0)
+    report.loads.append(Throughput("ronin first load, 1 stream", single, seconds))
+    check_tally(report, "first load, 1 stream", tally, single, 0)
+    if single < rows:
+        spans = split(single, rows, STREAMS, chunk)
+        seconds, tally = await upsert_streams(service_map, seed, spans, seen_at, 0)
+        report.loads.append(Throughput("ronin first load, 2 streams", rows - single, seconds))
+        check_tally(report, "first load, 2 streams", tally, rows - single, 0)
+
+
+async def ronin_resighting(
+    service_map: ServiceMap, seed: int, rows: int, seen_at: datetime, report: Report
+) -> None:
+    """Every service seen again by its owner, later, with new timings."""
+    spans = split(0, rows, STREAMS, span_unit(rows))
+    seconds, tally = await upsert_streams(service_map, seed, spans, seen_at, 1)
+    report.loads.append(Throughput("ronin re-sighting, 2 streams", rows, seconds))
+    check_tally(report, "re-sighting", tally, 0, rows)
+
+
+async def naive_upserts(url: str, seed: int, rows: int, seen_at: datetime) -> Throughput:
+    """One INSERT .. ON CONFLICT per row (executemany), 2,000 rows per transaction."""
+    started = time.perf_counter()
+    async with await connect(url) as conn:
+        rows_iter = generate(seed, 0, rows, sighting=2)
+        while batch := list(itertools.islice(rows_iter, NAIVE_BATCH)):
+            params = [
+                (
+                    row.service_id,
+                    row.node_id,
+                    row.node_class,
+                    row.endpoint,
+                    Jsonb(list(row.capabilities)),
+                    Jsonb(row.metadata),
+                    seen_at,
+                )
+                for row in batch
+            ]
+            async with conn.transaction(), conn.cursor() as cur:
+                await cur.executemany(NAIVE_UPSERT, params)
+    return Throughput("baseline INSERT..ON CONFLICT per row", rows, time.perf_counter() - started)
+
+
+# --- Queries ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Picks:
+    """The capabilities queried, chosen by how many services actually hold them."""
+
+    rare: str
+    medium: str
+    other: str
+    common: str
+    share: dict[str, float]
+
+    def label(self, name: str) -> str:
+        """A capability with its share of services."""
+        return f"{name} {self.share[name]:.2%}"
+
+
+async def pick_capabilities(url: str, rows: int) -> Picks:
+    """Rare (~0.075%), medium (~1.5%), another medium (~0.75%) and common (~25%) ones."""
+    async with await connect(url) as conn:
+        cur = await conn.execute(CAPABILITY_FREQUENCIES)
+        share = {name: count / rows for name, count in await cur.fetchall()}
+    rare = closest(share, 0.00075, ())
+    medium = closest(share, 0.015, ())
+    return Picks(
+        rare=rare,
+        medium=medium,
+        other=closest(share, 0.0075, (medium,)),
+        common=closest(share, 0.25, ()),
+        share=share,
+    )
+
+
+def closest(share: dict[str, float], target: float, exclude: tuple[str, ...]) -> str:
+    """The capability whose share is nearest ``target`` (by ratio)."""
+    candidates = [name for name in share if name not in exclude]
+    return min(candidates, key=lambda name: abs(math.log(share[name] / target)))
+
+
+def cases(picks: Picks) -> list[Case]:
+    """The first-page queries measured."""
+    rare, medium, common = picks.rare, picks.medium, picks.common
+    any_of = (rare, medium, picks.other)
+    return [
+        Case(f"all-of rare ({picks.label(rare)})", all_of=(rare,)),
+        Case("  + node_class", all_of=(rare,), by_class=True),
+        Case(f"all-of medium ({picks.label(medium)})", all_of=(medium,)),
+        Case("  + node_class", all_of=(medium,), by_class=True),
+        Case(f"all-of common ({picks.label(common)})", all_of=(common,)),
+        Case("  + node_class", all_of=(common,), by_class=True),
+        Case(f"any-of {', '.join(any_of)}", any_of=any_of),
+        Case(f"all-of {medium}, {common}", all_of=(medium, common)),
+    ]
+
+
+async def measure_case(
+    case: Case, service_map: ServiceMap, baseline: Connection, queries: int
+) -> Latency:
+    """Q first pages of one case from Ronin, then from the baseline."""
+
+    async def ronin_call(iteration: int) -> None:
+        await service_map.find(case.service_filter(iteration), limit=PAGE)
+
+    async def baseline_call(iteration: int) -> None:
+        statement, params = case.baseline(iteration)
+        cur = baseline.cursor(row_factory=dict_row)
+        await cur.execute(statement, params, prepare=False)
+        await cur.fetchall()
+
+    ronin = await timed_calls(ronin_call, queries, CASE_BUDGET_S)
+    base = await timed_calls(baseline_call, queries, CASE_BUDGET_S)
+    return Latency(case, ronin, base)
+
+
+async def measure_count(
+    service_map: ServiceMap, baseline: Connection, capability: str, label: str
+) -> CountTiming:
+    """Ronin's bounded count against an exact count on the baseline (median of a few)."""
+    where = ServiceFilter(all_capabilities=(capability,))
+    counted = await service_map.count(where)
+    ronin_ms = await timed_calls(lambda _: service_map.count(where), COUNT_REPEATS, CASE_BUDGET_S)
+    exact = "SELECT count(*) FROM discovered_services WHERE capabilities @> %s"
+    params = [Jsonb([capability])]
+
+    async def baseline_call(_: int) -> Any:
+        return await (await baseline.execute(exact, params, prepare=False)).fetchone()
+
+    row = await baseline_call(0)
+    baseline_ms = await timed_calls(baseline_call, COUNT_REPEATS, CASE_BUDGET_S)
+    return CountTiming(
+        label=label,
+        ronin_value=f"{counted.value:,}" if counted.exact else f">= {counted.value:,}",
+        ronin_ms=statistics.median(ronin_ms),
+        baseline_value=int(row[0]),
+        baseline_ms=statistics.median(baseline_ms),
+    )
+
+
+async def explain(conn: Connection, statement: sql.Composable, params: Any) -> list[str]:
+    """EXPLAIN ANALYZE of one statement, indented; run twice so the shown run has warm caches."""
+    await conn.execute(EXPLAIN.format(statement), params, prepare=False)
+    cur = await conn.execute(EXPLAIN.format(statement), params, prepare=False)
+    return [f"    {row[0]}" for row in await cur.fetchall()]
+
+
+async def ronin_plan(service_map: ServiceMap, where: ServiceFilter) -> list[str]:
+    """Ronin's first-page plan, indented; run twice so the shown run has warm caches."""
+    await service_map.plan(where, limit=PAGE)
+    return [f"    {line}" for line in await service_map.plan(where, limit=PAGE)]
+
+
+async def plans(
+    service_map: ServiceMap, baseline: Connection, medium: str, missed: list[Case]
+) -> list[str]:
+    """Both sides' plans of the medium capability + class first page; Ronin's of every miss."""
+    case = Case("", all_of=(medium,), by_class=True)
+    statement, params = case.baseline(0)
+    lines = [f"Plan, Ronin first page: {describe(case, 0)}"]
+    lines += await ronin_plan(service_map, case.service_filter(0))
+    lines.append(f"Plan, baseline first page: {describe(case, 0)}")
+    lines += await explain(baseline, statement, params)
+    for miss in missed:
+        lines.append(f"Plan, Ronin first page that missed its goal: {describe(miss, 0)}")
+        lines += await ronin_plan(service_map, miss.service_filter(0))
+    return lines
+
+
+# --- The run ---------------------------------------------------------------------------------
+
+
+async def run(args: argparse.Namespace, server: str, origin: str) -> None:
+    """Create the scratch databases, benchmark, print; the databases go even on error."""
+    say(f"machine: {len(os.sched_getaffinity(0))} CPUs (nproc), {platform.platform()}")
+    say(f"server: {await server_facts(server)} [{origin}]")
+    say(f"rows={args.rows:,} queries={args.queries:,} seed={args.seed}")
+    seed_sql = seed_schema_text()
+    async with scratch_databases(server, "ronin", "baseline") as urls:
+        await create_ronin_schema(urls["ronin"])
+        await create_baseline_schema(urls["baseline"], seed_sql)
+        pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
+            urls["ronin"], min_size=STREAMS, max_size=STREAMS, open=False, name="bench"
+        )
+        await pool.open(wait=True, timeout=30)
+        try:
+            service_map = ServiceMap(pool, freshness_window=FRESHNESS_WINDOW)
+            started = time.perf_counter()
+            await benchmark(args, service_map, urls)
+            say(f"wall time of the benchmark: {time.perf_counter() - started:,.0f} s")
+        finally:
+            await pool.close()
+
+
+async def benchmark(
+    args: argparse.Namespace, service_map: ServiceMap, urls: dict[str, str]
+) -> None:
+    """Every phase, in order, then the table."""
+    report = Report(queries=args.queries)
+    rows, seed = args.rows, args.seed
+    first_seen = datetime.now(UTC) - timedelta(hours=1)
+    say("loading: COPY into baseline ...")
+    report.loads.append(await copy_rows(urls["baseline"], seed, rows, first_seen))
+    say("loading: Ronin first load ...")
+    await ronin_first_load(service_map, seed, rows, first_seen, report)
+    say("loading: Ronin re-sighting ...")
+    await ronin_resighting(service_map, seed, rows, first_seen + timedelta(minutes=10), report)
+    naive_rows = min(NAIVE_MAX_ROWS, rows)
+    say(f"loading: naive INSERT .. ON CONFLICT of {naive_rows:,} rows into baseline ...")
+    naive = await naive_upserts(
+        urls["baseline"], seed, naive_rows, first_seen + timedelta(minutes=20)
+    )
+    report.loads.append(naive)
+    for label, url in urls.items():
+        say(f"VACUUM ANALYZE {label}: {await vacuum_analyze(url):.1f} s")
+    picks = await pick_capabilities(urls["baseline"], rows)
+    async with await connect(urls["baseline"]) as base:
+        for case in cases(picks):
+            say(f"querying: {case.label.strip()} ...")
+            report.latencies.append(await measure_case(case, service_map, base, args.queries))
+        label = f"all-of common ({picks.label(picks.common)})"
+        report.counts.append(await measure_count(service_map, base, picks.common, label))
+        missed = [
+            latency.case
+            for latency in report.latencies
+            if percentile(latency.ronin, 0.99) >= FIRST_PAGE_GOAL_MS
+        ]
+        plan_lines = await plans(service_map, base, picks.medium, missed)
+    print()
+    print("\n".join(plan_lines))
+    print_report(report)
+
+
+# --- The table -------------------------------------------------------------------------------
+
+
+def print_report(report: Report) -> None:
+    """The final table: loads, first pages, counts, goals, peak RSS."""
+    copy_rate = report.loads[0].rate
+    print()
+    print(f"{'load':<40}{'rows':>11}{'seconds':>10}{'rows/s':>11}{'x COPY':>9}")
+    for load in report.loads:
+        print(
+            f"{load.label:<40}{load.rows:>11,}{load.seconds:>10.1f}"
+            f"{load.rate:>11,.0f}{load.rate / copy_rate:>9.2f}"
+        )
+    print()
+    head = f"{'first page, limit 100 (ms)':<40}{'ronin p50':>10}{'p99':>8}{'n':>6}"
+    print(f"{head}{'base p50':>10}{'p99':>9}{'n':>6}{'base/ronin p50':>16}{'p99':>8}")
+    for latency in report.latencies:
+        print(latency_line(latency))
+    if any(min(len(x.ronin), len(x.baseline)) < report.queries for x in report.latencies):
+        print(
+            f"(n < {report.queries:,}: that side of the case stopped at its"
+            f" {CASE_BUDGET_S:.0f} s budget)"
+        )
+    print()
+    print(f"{'count (median ms)':<40}{'ronin':>14}{'ms':>8}{'base exact':>14}{'ms':>9}")
+    for count in report.counts:
+        print(
+            f"{count.label:<40}{count.ronin_value:>14}{count.ronin_ms:>8.2f}"
+            f"{count.baseline_value:>14,}{count.baseline_ms:>9.2f}"
+        )
+    print()
+    for line in goal_lines(report):
+        print(line)
+    for note in report.notes:
+        print(f"NOTE {note}")
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS of the benchmark process: {peak_mib:,.0f} MiB")
+
+
+def latency_line(latency: Latency) -> str:
+    """One row of the first-page table."""
+    r50, r99 = percentile(latency.ronin, 0.5), percentile(latency.ronin, 0.99)
+    b50, b99 = percentile(latency.baseline, 0.5), percentile(latency.baseline, 0.99)
+    return (
+        f"{latency.case.label[:39]:<40}{r50:>10.2f}{r99:>8.2f}{len(latency.ronin):>6}"
+        f"{b50:>10.2f}{b99:>9.2f}{len(latency.baseline):>6}{b50 / r50:>16.1f}{b99 / r99:>8.1f}"
+    )
+
+
+def goal_lines(report: Report) -> list[str]:
+    """PASS or MISS for every goal."""
+    copy_rate = report.loads[0].rate
+    ratio = report.load("ronin re-sighting, 2 streams").rate / copy_rate
+    lines = [f"{verdict(ratio >= RESIGHT_GOAL)} re-sighting {ratio:.2f}x COPY (goal >= 0.5x)"]
+    for latency in report.latencies:
+        p99 = percentile(latency.ronin, 0.99)
+        lines.append(
+            f"{verdict(p99 < FIRST_PAGE_GOAL_MS)} first page p99 {p99:.2f} ms (goal < 10 ms): "
+            f"{describe(latency.case)}"
+        )
+    return lines
+
+
+def describe(case: Case, iteration: int | None = None) -> str:
+    """A case in full; its class filter as of ``iteration``, or as rotating."""
+    parts = []
+    if case.all_of:
+        parts.append(f"all-of {', '.join(case.all_of)}")
+    if case.any_of:
+        parts.append(f"any-of {', '.join(case.any_of)}")
+    if case.by_class and iteration is None:
+        parts.append("node_class rotating")
+    elif case.by_class and iteration is not None:
+        parts.append(f"node_class {case.node_class(iteration)}")
+    return " + ".join(parts)
+
+
+def verdict(passed: bool) -> str:
+    """PASS or MISS."""
+    return "PASS" if passed else "MISS"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """--rows, --queries, --seed."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000, help="services (1,000,000)")
+    parser.add_argument("--queries", type=int, default=1_000, help="queries per case (1,000)")
+    parser.add_argument("--seed", type=int, default=1, help="RNG seed (1)")
+    args = parser.parse_args(argv)
+    if args.rows < 1 or args.queries < 1:
+        parser.error("--rows and --queries must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; exit 0 unless it could not run."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    server, origin = server_url()
+    asyncio.run(run(args, server, origin))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

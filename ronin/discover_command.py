@@ -1,0 +1,150 @@
+"""``ronin discover TARGET``: submit a discovery job and, with ``--wait``, see it through.
+
+With ``--wait`` no server is needed: the command runs the job itself unless a worker claims
+it first (then it follows that worker's progress), shows a Rich progress bar on a terminal
+and plain lines otherwise, and prints a summary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import signal
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ronin.config import Settings
+from ronin.discovery.executor import discovery_executor
+from ronin.discovery.params import KOS_PORT
+from ronin.discovery.policy import ScopePolicy
+from ronin.jobs.follow import follow_job
+from ronin.jobs.submit import submit_job
+from ronin.jobs.worker import Worker, WorkerOptions
+from ronin.store.database import open_database
+from ronin.store.job_models import Job
+from ronin.store.jobs import JobStore
+from ronin.store.services import ServiceMap
+
+
+def target_params(
+    target: str,
+    *,
+    depth: int,
+    ports: Sequence[int],
+    protocols: Sequence[str],
+    rate: float | None = None,
+    concurrency: int | None = None,
+) -> dict[str, Any]:
+    """Job params (PROTOCOL.md section 5) for a target as an operator types it."""
+    if target.startswith("did:"):
+        kind = "did"
+    else:
+        try:
+            ipaddress.ip_network(target, strict=False)
+            kind = "network_cidr"
+        except ValueError:
+            kind = "domain"
+    params: dict[str, Any] = {
+        "target": {"type": kind, "value": target},
+        "protocols": list(protocols) or ["http-api"],
+        "depth": depth,
+        "ports": list(ports) or [KOS_PORT],
+    }
+    if rate is not None:
+        params["rate"] = rate
+    if concurrency is not None:
+        params["concurrency"] = concurrency
+    return params
+
+
+async def discover(
+    settings: Settings, params: dict[str, Any], *, wait: bool, console: Console
+) -> Job:
+    """Submit the job; with ``wait``, run or follow it to its end. Returns the job."""
+    async with await open_database(settings) as database:
+        store = JobStore(database.pool)
+        job, _ = await submit_job(
+            store,
+            params,
+            max_attempts=settings.job_max_attempts,
+            policy=ScopePolicy.from_settings(settings),
+        )
+        if not wait:
+            return job
+        worker = Worker(
+            conninfo=database.conninfo,
+            store=store,
+            services=ServiceMap(database.pool, freshness_window=settings.freshness_window),
+            executor=discovery_executor(settings),
+            options=WorkerOptions.from_settings(settings, concurrency=1),
+        )
+        runner = asyncio.create_task(worker.run_one(job.job_id), name="run own job")
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, worker.release_all)
+        loop.add_signal_handler(signal.SIGTERM, worker.release_all)
+        try:
+            final = await _show(database.conninfo, store, job.job_id, console)
+        finally:
+            await runner  # bounded: the job ended, or was handed back on a signal
+        return final
+
+
+async def _show(conninfo: str, store: JobStore, job_id: uuid.UUID, console: Console) -> Job:
+    """Follow the job: a progress bar on a terminal, plain lines elsewhere."""
+    final: Job | None = None
+    if console.is_terminal:
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[message]}"),
+        )
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task("discovering", total=100, message="")
+            async for job in follow_job(conninfo, store, job_id):
+                bar.update(task, completed=job.progress, message=job.progress_message)
+                final = job
+    else:
+        async for job in follow_job(conninfo, store, job_id):
+            console.print(
+                f"{job.status} {job.progress:3d}% {job.progress_message}", highlight=False
+            )
+            final = job
+    assert final is not None
+    return final
+
+
+def print_summary(job: Job, console: Console) -> None:
+    """Hosts probed, nodes, services new/refreshed, conflicts and failures by reason."""
+    result = job.result or {}
+    stats = result.get("stats", {})
+    services = result.get("services", {})
+    table = Table(title=f"job {job.job_id}: {job.status}", show_header=False)
+    table.add_row("hosts probed", str(stats.get("hosts_probed", 0)))
+    table.add_row("nodes", str(stats.get("nodes", 0)))
+    table.add_row("services new", str(services.get("new", 0)))
+    table.add_row("services refreshed", str(services.get("refreshed", 0)))
+    table.add_row("conflicts", str(result.get("conflict_count", 0)))
+    for reason, count in sorted(result.get("failed_probes", {}).items()):
+        table.add_row(f"failed: {reason}", str(count))
+    console.print(table)
+    if job.error:
+        console.print(f"[bold red]{job.error['code']}[/]: {job.error['message']}")
+
+
+def job_as_json(job: Job) -> str:
+    """The job as one JSON document."""
+
+    def default(value: Any) -> str:
+        return value.isoformat() if isinstance(value, datetime) else str(value)
+
+    return json.dumps(asdict(job), default=default, indent=2)

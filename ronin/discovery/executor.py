@@ -1,0 +1,27 @@
+"""The discovery executor: what a worker runs for each discovery job."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ronin.config import Settings
+from ronin.discovery.crawl import DEFAULT_CONCURRENCY, DEFAULT_RATE, DiscoveryOptions, run_discovery
+from ronin.discovery.policy import ScopePolicy
+from ronin.jobs.context import JobContext
+from ronin.jobs.executor import Executor
+
+
+def discovery_executor(settings: Settings) -> Executor:
+    """An executor bound to this node's scope policy; each job may set its own pace."""
+    policy = ScopePolicy.from_settings(settings)
+
+    async def discover(context: JobContext) -> dict[str, Any] | None:
+        params = context.params
+        options = DiscoveryOptions(
+            policy=policy,
+            concurrency=params.concurrency or DEFAULT_CONCURRENCY,
+            rate=DEFAULT_RATE if params.rate is None else (params.rate or None),
+        )
+        return await run_discovery(context, options)
+
+    return discover

@@ -1,0 +1,236 @@
+"""The http-api probe: fetch ``/.well-known/kos-node`` and validate it, bounded everywhere.
+
+Separate connect and total timeouts, a 1 MiB cap on the *decompressed* body (we inflate it
+ourselves, a chunk at a time, so a compression bomb stops at the cap), at most 3 redirects,
+each re-checked against the scope policy, and a resolver that drops every address the policy
+does not allow, so a hostname cannot smuggle a probe out of scope. Any failure is one failed
+probe with a reason, never an exception for the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import socket
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+
+from ronin.discovery.descriptor import (
+    MAX_DOCUMENT_BYTES,
+    InvalidDescriptor,
+    NodeDescriptor,
+    parse_descriptor,
+)
+from ronin.discovery.policy import ScopePolicy
+
+DESCRIPTOR_PATH = "/.well-known/kos-node"
+DEFAULT_CONNECT_TIMEOUT_S = 2.0
+DEFAULT_TOTAL_TIMEOUT_S = 5.0
+MAX_REDIRECTS = 3
+READ_CHUNK = 64 * 1024
+USER_AGENT = "ronin/0.1 (+kos discovery)"
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """A descriptor fetched and validated."""
+
+    url: str
+    descriptor: NodeDescriptor
+    response_time_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """A failed probe: ``reason`` is a short name counted in job results."""
+
+    url: str
+    reason: str
+    message: str
+
+
+class OutOfScope(OSError):
+    """A name resolved only to addresses the scope policy does not allow."""
+
+
+class ScopedResolver(AbstractResolver):
+    """Resolve names, then keep only the addresses the scope policy allows."""
+
+    def __init__(self, policy: ScopePolicy) -> None:
+        self._policy = policy
+        self._resolver = DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        answers = await self._resolver.resolve(host, port, family)
+        allowed = [a for a in answers if self._policy.allows(a["host"])]
+        if not allowed:
+            raise OutOfScope(f"{host} resolves only to addresses outside the scope policy")
+        return allowed
+
+    async def close(self) -> None:
+        await self._resolver.close()
+
+
+def new_session(
+    policy: ScopePolicy,
+    *,
+    concurrency: int,
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+    total_timeout_s: float = DEFAULT_TOTAL_TIMEOUT_S,
+) -> aiohttp.ClientSession:
+    """A client session for one job: bounded connections, no keep-alive, scoped resolver."""
+    connector = aiohttp.TCPConnector(
+        limit=concurrency,
+        force_close=True,  # each node is asked once; idle sockets would only pile up
+        resolver=ScopedResolver(policy),
+        ttl_dns_cache=60,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(
+            total=total_timeout_s, sock_connect=connect_timeout_s, sock_read=total_timeout_s
+        ),
+        auto_decompress=False,
+        headers={
+            "User-Agent": USER_AGENT,
+            "Accept": "application/json",
+            "Accept-Encoding": "gzip, deflate",
+        },
+        raise_for_status=False,
+    )
+
+
+def descriptor_url(base: str) -> str:
+    """The descriptor URL of a node given by its base URL (or any URL on it)."""
+    parts = urlsplit(base)
+    return f"{parts.scheme}://{parts.netloc}{DESCRIPTOR_PATH}"
+
+
+async def fetch_descriptor(
+    session: aiohttp.ClientSession, url: str, policy: ScopePolicy, *, total_timeout_s: float
+) -> Fetched | Failed:
+    """Fetch and validate one descriptor, following at most 3 redirects within scope."""
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(total_timeout_s):
+            body, final_url = await _get(session, url, policy)
+        descriptor = parse_descriptor(body)
+    except _ProbeError as exc:
+        return Failed(url, exc.reason, exc.message)
+    except InvalidDescriptor as exc:
+        return Failed(url, exc.reason, exc.message)
+    except TimeoutError:
+        return Failed(url, "timeout", f"no complete answer within {total_timeout_s}s")
+    except aiohttp.ClientError as exc:
+        return Failed(url, _client_error_reason(exc), str(exc)[:300] or type(exc).__name__)
+    except OSError as exc:
+        return Failed(url, _os_error_reason(exc), str(exc)[:300])
+    return Fetched(final_url, descriptor, round((time.monotonic() - started) * 1000, 1))
+
+
+class _ProbeError(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+async def _get(session: aiohttp.ClientSession, url: str, policy: ScopePolicy) -> tuple[bytes, str]:
+    for _ in range(MAX_REDIRECTS + 1):
+        _check_url(url, policy)
+        async with session.get(url, allow_redirects=False) as response:
+            if response.status in (301, 302, 303, 307, 308):
+                location = response.headers.get("Location")
+                if not location:
+                    raise _ProbeError("bad_redirect", "a redirect without a Location")
+                url = urljoin(url, location)
+                continue
+            if response.status != 200:
+                raise _ProbeError("http_status", f"answered {response.status}")
+            content_type = response.headers.get("Content-Type", "")
+            media_type = content_type.split(";", 1)[0].strip().lower()
+            if media_type != "application/json" and not media_type.endswith("+json"):
+                raise _ProbeError("not_json", f"Content-Type is {content_type[:100]!r}")
+            declared = response.content_length
+            if declared is not None and declared > MAX_DOCUMENT_BYTES * 16:
+                raise _ProbeError("too_large", f"announces {declared} bytes")
+            encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+            return await _read_capped(response, encoding), url
+    raise _ProbeError("too_many_redirects", f"more than {MAX_REDIRECTS} redirects")
+
+
+def _check_url(url: str, policy: ScopePolicy) -> None:
+    """Refuse a URL whose scheme is not HTTP or whose literal address is out of scope."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        _ = parts.port
+    except ValueError:
+        raise _ProbeError("bad_url", f"not a URL: {url[:200]!r}") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise _ProbeError("bad_url", f"not an http(s) URL: {url[:200]!r}")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return  # a name: the scoped resolver checks every address it resolves to
+    if not policy.allows(address):
+        raise _ProbeError("out_of_scope", f"{host} is outside the scope policy")
+
+
+async def _read_capped(response: aiohttp.ClientResponse, encoding: str) -> bytes:
+    """Read the body, inflating it ourselves, and stop once it passes 1 MiB decompressed."""
+    if encoding in ("gzip", "x-gzip"):
+        inflater: Any = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    elif encoding == "deflate":
+        inflater = zlib.decompressobj()
+    elif encoding in ("identity", ""):
+        inflater = None
+    else:
+        raise _ProbeError("bad_encoding", f"Content-Encoding {encoding[:50]!r} is not supported")
+    body = bytearray()
+    limit = MAX_DOCUMENT_BYTES + 1
+    async for chunk in response.content.iter_chunked(READ_CHUNK):
+        try:
+            data = inflater.decompress(chunk, limit - len(body)) if inflater else chunk
+        except zlib.error as exc:
+            raise _ProbeError("bad_encoding", f"cannot inflate the body: {exc}") from None
+        body += data
+        if len(body) >= limit or (inflater is not None and inflater.unconsumed_tail):
+            raise _ProbeError("too_large", f"body over {MAX_DOCUMENT_BYTES} bytes")
+    return bytes(body)
+
+
+def _client_error_reason(exc: aiohttp.ClientError) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return _os_error_reason(exc.os_error)
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "disconnected"
+    if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ClientResponseError):
+        return "bad_http"
+    if isinstance(exc, aiohttp.ClientOSError):
+        return _os_error_reason(exc)
+    return "http_error"
+
+
+def _os_error_reason(exc: OSError) -> str:
+    if isinstance(exc, OutOfScope) or isinstance(exc.__cause__, OutOfScope):
+        return "out_of_scope"
+    if isinstance(exc, ConnectionRefusedError) or exc.errno == errno.ECONNREFUSED:
+        return "refused"
+    if isinstance(exc, ConnectionResetError) or exc.errno == errno.ECONNRESET:
+        return "reset"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return "unreachable"
+    return "connection_error"
