@@ -29,6 +29,10 @@ async def pooled_connection(
     """A pool connection; driver errors leave here as ``DatabaseError``: one boundary."""
     try:
         async with pool.connection() as conn:
+            if not conn.autocommit:
+                # A read is one round trip, not BEGIN, SELECT and ROLLBACK; writes that need a
+                # transaction open one explicitly.
+                await conn.set_autocommit(True)
             yield conn
     except psycopg.Error as exc:
         raise DatabaseError(f"Database error: {exc}".strip()) from exc

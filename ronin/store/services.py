@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
@@ -14,6 +13,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from ronin.errors import InvalidValue
+from ronin.store import dumps
 from ronin.store.cursor import decode_cursor, encode_cursor
 from ronin.store.database import pooled_connection
 from ronin.store.models import (
@@ -80,8 +80,8 @@ class ServiceMap:
             "node_ids": [s.node_id for s in rows],
             "node_classes": [s.node_class for s in rows],
             "endpoints": [s.endpoint for s in rows],
-            "capabilities": [json.dumps(list(dict.fromkeys(s.capabilities))) for s in rows],
-            "metadata": [json.dumps(_metadata(s)) for s in rows],
+            "capabilities": [dumps(list(dict.fromkeys(s.capabilities))) for s in rows],
+            "metadata": [dumps(_metadata(s)) for s in rows],
             "seen_at": [s.seen_at for s in rows],
             "freshness_window": self.freshness_window,
         }

@@ -11,9 +11,11 @@ INSERT INTO discovered_services AS s
     (service_id, node_id, node_class, endpoint, capabilities, discovery_metadata, last_seen)
 SELECT service_id, node_id, node_class, endpoint, capabilities::jsonb, metadata::jsonb, seen_at
 FROM unnest(
-    %(service_ids)s::text[], %(node_ids)s::text[], %(node_classes)s::text[],
-    %(endpoints)s::text[], %(capabilities)s::text[], %(metadata)s::text[],
-    %(seen_at)s::timestamptz[]
+    -- Arrays sent in binary format: text escaping of 100,000 JSON strings costs more than
+    -- the whole statement does on the server.
+    %(service_ids)b::text[], %(node_ids)b::text[], %(node_classes)b::text[],
+    %(endpoints)b::text[], %(capabilities)b::text[], %(metadata)b::text[],
+    %(seen_at)b::timestamptz[]
 ) AS sighting(service_id, node_id, node_class, endpoint, capabilities, metadata, seen_at)
 ON CONFLICT (service_id) DO UPDATE SET
     node_id = EXCLUDED.node_id,
