@@ -15,12 +15,14 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ronin.cli.common import app, console, error_console, run
 from ronin.config import Settings
 from ronin.discovery.executor import discovery_executor
 from ronin.discovery.params import KOS_PORT
@@ -65,7 +67,7 @@ def target_params(
     return params
 
 
-async def discover(
+async def submit_and_wait(
     settings: Settings, params: dict[str, Any], *, wait: bool, console: Console
 ) -> Job:
     """Submit the job; with ``wait``, run or follow it to its end. Returns the job."""
@@ -148,3 +150,53 @@ def job_as_json(job: Job) -> str:
         return value.isoformat() if isinstance(value, datetime) else str(value)
 
     return json.dumps(asdict(job), default=default, indent=2)
+
+
+@app.command()
+def discover(
+    target: Annotated[str, typer.Argument(help="A network (192.168.1.0/24), a domain or a DID.")],
+    depth: Annotated[
+        int, typer.Option(min=1, max=8, help="1: the target only; N: follow peers N-1 hops.")
+    ] = 1,
+    port: Annotated[
+        list[int] | None, typer.Option(min=1, max=65535, help="Port to probe (repeatable).")
+    ] = None,
+    protocol: Annotated[
+        list[str] | None, typer.Option(help="http-api, mdns or dns-sd (repeatable).")
+    ] = None,
+    wait: Annotated[bool, typer.Option(help="Run the job here and wait for its end.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the final job as JSON.")] = False,
+    rate: Annotated[
+        float | None, typer.Option(min=0, help="Probes started per second (0: no limit).")
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, max=4096, help="Probes in flight at once.")
+    ] = None,
+) -> None:
+    """Discover the kOS nodes at TARGET and put their services in the map.
+
+    Without --wait the job is queued for a worker (ronin worker or ronin serve); with --wait
+    this command runs it, unless a worker claims it first, and exits 0 once it completes.
+    """
+    params = target_params(
+        target,
+        depth=depth,
+        ports=port or [],
+        protocols=protocol or [],
+        rate=rate,
+        concurrency=concurrency,
+    )
+    shown = error_console if as_json else console
+
+    async def work(settings: Settings) -> Job:
+        return await submit_and_wait(settings, params, wait=wait, console=shown)
+
+    job = run(work)
+    if as_json:
+        print(job_as_json(job))
+    elif wait:
+        print_summary(job, console)
+    else:
+        console.print(f"queued job {job.job_id}: run `ronin worker`, or follow it with --wait")
+    if job.status == "failed":
+        raise typer.Exit(1)

@@ -1,0 +1,72 @@
+"""What every command shares: the Typer apps, the consoles, and how a command runs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from ronin import __version__
+from ronin.config import Settings
+from ronin.errors import RoninError
+from ronin.store.database import Database
+from ronin.store.services import ServiceMap
+
+app = typer.Typer(
+    help="Ronin: the scout of a kOS network. Discovers kOS nodes and keeps a map of services.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="The database: migrations and schema status.", no_args_is_help=True)
+map_app = typer.Typer(help="The map of discovered services.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(map_app, name="map")
+
+console = Console()
+error_console = Console(stderr=True)
+T = TypeVar("T")
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what Ronin does.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@app.command()
+def version() -> None:
+    """Print Ronin's version."""
+    console.print(__version__)
+
+
+def run(work: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
+    """Run one command's coroutine; a Ronin error becomes a one-line message and exit 1."""
+    try:
+        settings = Settings.from_env()
+        return asyncio.run(work(settings))
+    except RoninError as exc:
+        fail(exc)
+
+
+def fail(exc: RoninError) -> NoReturn:
+    """Print ``error: message`` and leave with exit code 1."""
+    error_console.print(
+        f"[bold red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True
+    )
+    raise typer.Exit(1) from None
+
+
+def service_map(database: Database, settings: Settings) -> ServiceMap:
+    """The map on ``database``, with the configured freshness window."""
+    return ServiceMap(database.pool, freshness_window=settings.freshness_window)
