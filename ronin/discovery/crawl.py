@@ -139,8 +139,9 @@ class Crawl:
         fetches: set[asyncio.Task[None]] = set()
         slots = asyncio.Semaphore(self.options.concurrency)
 
-        def closed(probe: Probe, reason: str) -> None:
-            self.stats["hosts_probed"] += 1
+        def closed(reason: str, count: int) -> None:
+            self.stats["hosts_probed"] += count
+            self.stats[f"closed_{reason}"] = self.stats.get(f"closed_{reason}", 0) + count
 
         async def fetch(probe: Probe) -> None:
             try:

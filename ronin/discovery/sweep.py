@@ -8,13 +8,22 @@ request, so the sweep asks the cheap question first.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import os
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 
+from ronin.discovery.connect_sweep import sweep_block
 from ronin.discovery.targets import Probe, Sweep
 
 DEFAULT_CONNECT_TIMEOUT_S = 1.0
+#: Sweeps this large go to sweep processes; smaller ones are not worth starting them.
+PROCESS_SWEEP_MIN_PROBES = 2048
+MAX_SWEEP_PROCESSES = 8
+BLOCK = 1024
 
 
 class RateLimit:
@@ -63,9 +72,90 @@ async def open_ports(
     concurrency: int,
     rate: RateLimit,
     connect_timeout_s: float,
-    on_closed: Callable[[Probe, str], None],
+    on_closed: Callable[[str, int], None],
 ) -> AsyncIterator[Probe]:
-    """Yield the probes whose port is open; closed ones are reported and marked finished."""
+    """Yield the probes whose port is open; closed ones are counted by reason and marked
+    finished. Large sweeps run in sweep processes, one per core; small ones in this loop."""
+    if sweep.size >= PROCESS_SWEEP_MIN_PROBES:
+        source = _open_ports_in_processes(
+            sweep,
+            concurrency=concurrency,
+            per_second=rate.per_second,
+            connect_timeout_s=connect_timeout_s,
+            on_closed=on_closed,
+        )
+    else:
+        source = _open_ports_in_loop(
+            sweep,
+            concurrency=concurrency,
+            rate=rate,
+            connect_timeout_s=connect_timeout_s,
+            on_closed=on_closed,
+        )
+    async for probe in source:
+        yield probe
+
+
+async def _open_ports_in_processes(
+    sweep: Sweep,
+    *,
+    concurrency: int,
+    per_second: float | None,
+    connect_timeout_s: float,
+    on_closed: Callable[[str, int], None],
+) -> AsyncIterator[Probe]:
+    """Blocks of the sweep, handed to one process per core, at most two blocks each queued."""
+    for probe in sweep.replayed():
+        yield probe  # open ports a previous attempt had found but not yet fetched
+    processes = max(1, min(os.cpu_count() or 1, MAX_SWEEP_PROCESSES))
+    share = max(1, concurrency // processes)
+    pace = per_second / processes if per_second else None
+    loop = asyncio.get_running_loop()
+    context = multiprocessing.get_context("spawn")  # no fork of a process with an event loop
+    with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
+        running: set[asyncio.Future[tuple[tuple[int, int], list[int], dict[str, int]]]] = set()
+        try:
+            while True:
+                while len(running) < processes * 2 and (block := sweep.take_block(BLOCK)):
+                    running.add(
+                        loop.run_in_executor(
+                            pool,
+                            partial(
+                                sweep_block,
+                                str(sweep.network),
+                                sweep.ports,
+                                sweep.seed,
+                                block,
+                                timeout_s=connect_timeout_s,
+                                max_in_flight=share,
+                                per_second=pace,
+                            ),
+                        )
+                    )
+                if not running:
+                    return
+                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for future in done:
+                    block, opened, closed = future.result()
+                    for reason, count in closed.items():
+                        on_closed(reason, count)
+                    for probe in sweep.block_done(block, opened, sum(closed.values())):
+                        yield probe
+        finally:
+            for future in running:
+                future.cancel()
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+async def _open_ports_in_loop(
+    sweep: Sweep,
+    *,
+    concurrency: int,
+    rate: RateLimit,
+    connect_timeout_s: float,
+    on_closed: Callable[[str, int], None],
+) -> AsyncIterator[Probe]:
+    """Non-blocking connects from this event loop, ``concurrency`` at a time."""
     found: asyncio.Queue[Probe | None] = asyncio.Queue(maxsize=concurrency)
     probes = iter(sweep)
 
@@ -76,7 +166,7 @@ async def open_ports(
             if opened:
                 await found.put(probe)
             else:
-                on_closed(probe, reason)
+                on_closed(reason, 1)
                 sweep.finished(probe)
 
     async def run_all() -> None:

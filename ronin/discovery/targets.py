@@ -70,15 +70,21 @@ class Sweep:
         self._version = network.version
         self.next_position = 0
         self._in_flight: set[int] = set()
+        self._blocks: set[tuple[int, int]] = set()
         self._replay: list[int] = []
+        self._replay_blocks: list[tuple[int, int]] = []
         self.done = 0
 
     def __iter__(self) -> Iterator[Probe]:
         """Probes not yet handed out (a resumed sweep first repeats those in flight)."""
+        while self._replay_blocks:
+            start, stop = self._replay_blocks.pop()
+            self._replay.extend(reversed(range(start, stop)))
         while self._replay:
             position = self._replay.pop()
-            self._in_flight.add(position)
-            yield self._probe(position)
+            if self._permutation(position) < self.size:
+                self._in_flight.add(position)
+                yield self._probe(position)
         domain = self._permutation.domain
         while self.next_position < domain:
             position = self.next_position
@@ -87,17 +93,58 @@ class Sweep:
                 self._in_flight.add(position)
                 yield self._probe(position)
 
+    def replayed(self) -> list[Probe]:
+        """Single probes a resumed sweep must repeat (open ports not yet fetched), handed out."""
+        probes = [self._probe(p) for p in reversed(self._replay)]
+        self._in_flight.update(probe.position for probe in probes)
+        self._replay = []
+        return probes
+
+    def take_block(self, count: int) -> tuple[int, int] | None:
+        """Reserve up to ``count`` positions for a sweep process; None once all are handed out.
+
+        A block is in flight, as a range, until ``block_done``.
+        """
+        if self._replay_blocks:
+            block = self._replay_blocks.pop()
+        elif self.next_position < self._permutation.domain:
+            stop = min(self.next_position + count, self._permutation.domain)
+            block = (self.next_position, stop)
+            self.next_position = stop
+        else:
+            return None
+        self._blocks.add(block)
+        return block
+
+    def probes_between(self, start: int, stop: int) -> Iterator[Probe]:
+        """The probes at positions ``start`` to ``stop`` (what a sweep process works through)."""
+        for position in range(start, stop):
+            if self._permutation(position) < self.size:
+                yield self._probe(position)
+
+    def block_done(
+        self, block: tuple[int, int], open_positions: list[int], closed: int
+    ) -> list[Probe]:
+        """A block is swept: its closed probes are done, its open ones stay in flight until
+        their descriptors are fetched (``finished``)."""
+        self._blocks.discard(block)
+        self._in_flight.update(open_positions)
+        self.done += closed
+        return [self._probe(position) for position in open_positions]
+
     def finished(self, probe: Probe) -> None:
         """Mark a probe done: the checkpoint no longer needs to repeat it."""
         self._in_flight.discard(probe.position)
         self.done += 1
 
     def checkpoint(self) -> dict[str, Any]:
-        """Where the sweep stands: everything before ``next`` not in ``in_flight`` is done."""
+        """Where the sweep stands: everything before ``next`` is done but the positions in
+        ``in_flight`` and the ranges in ``in_flight_blocks``."""
         return {
             "seed": self.seed,
             "next": self.next_position,
             "in_flight": sorted(self._in_flight | set(self._replay)),
+            "in_flight_blocks": sorted(self._blocks | set(self._replay_blocks)),
             "done": self.done,
         }
 
@@ -107,6 +154,9 @@ class Sweep:
             return
         self.next_position = int(checkpoint["next"])
         self._replay = [int(p) for p in checkpoint.get("in_flight", [])][::-1]
+        self._replay_blocks = [
+            (int(start), int(stop)) for start, stop in checkpoint.get("in_flight_blocks", [])
+        ][::-1]
         self.done = int(checkpoint.get("done", 0))
 
     @property
