@@ -41,8 +41,8 @@ def sweep_block(
         for probe in sweep.probes_between(*block):
             if per_second:
                 count += 1
-                ahead = started + count / per_second - time.monotonic()
-                if ahead > 0:
+                # Hold back until this probe's turn, settling connects meanwhile.
+                while (ahead := started + count / per_second - time.monotonic()) > 0:
                     _wait(poller, pending, opened, closed, ahead)
             family = socket.AF_INET6 if ":" in probe.address else socket.AF_INET
             sock = socket.socket(family, socket.SOCK_STREAM)

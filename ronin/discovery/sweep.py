@@ -24,6 +24,7 @@ DEFAULT_CONNECT_TIMEOUT_S = 1.0
 PROCESS_SWEEP_MIN_PROBES = 2048
 MAX_SWEEP_PROCESSES = 8
 BLOCK = 1024
+MIN_BLOCK = 32
 
 
 class RateLimit:
@@ -110,13 +111,15 @@ async def _open_ports_in_processes(
     processes = max(1, min(os.cpu_count() or 1, MAX_SWEEP_PROCESSES))
     share = max(1, concurrency // processes)
     pace = per_second / processes if per_second else None
+    # A block is the unit a resumed sweep repeats: about a quarter second of work at most.
+    block_size = BLOCK if pace is None else max(MIN_BLOCK, min(BLOCK, int(pace / 4)))
     loop = asyncio.get_running_loop()
     context = multiprocessing.get_context("spawn")  # no fork of a process with an event loop
     with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
         running: set[asyncio.Future[tuple[tuple[int, int], list[int], dict[str, int]]]] = set()
         try:
             while True:
-                while len(running) < processes * 2 and (block := sweep.take_block(BLOCK)):
+                while len(running) < processes * 2 and (block := sweep.take_block(block_size)):
                     running.add(
                         loop.run_in_executor(
                             pool,

@@ -33,7 +33,18 @@ class Workers:
         self.tmp_path = tmp_path
         self.logs: list[Any] = []
 
-    def start(self, db_url: str, *, concurrency: int = 4, **env: str) -> subprocess.Popen[bytes]:
+    def start_discovery(self, db_url: str, **env: str) -> subprocess.Popen[bytes]:
+        """A worker running the real discovery executor."""
+        return self.start(db_url, executor=None, **env)
+
+    def start(
+        self,
+        db_url: str,
+        *,
+        concurrency: int = 4,
+        executor: str | None = "tests.support.executors:run",
+        **env: str,
+    ) -> subprocess.Popen[bytes]:
         environment = {k: v for k, v in os.environ.items() if not k.startswith(("RONIN_", "PG"))}
         environment |= {
             "RONIN_DATABASE_URL": db_url,
@@ -42,17 +53,10 @@ class Workers:
         } | env
         log = (self.tmp_path / f"worker-{len(self.processes)}.log").open("wb")
         self.logs.append(log)
+        command = [sys.executable, "-m", "ronin", "worker", "--concurrency", str(concurrency)]
+        command += ["--executor", executor] if executor else []
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "ronin",
-                "worker",
-                "--concurrency",
-                str(concurrency),
-                "--executor",
-                "tests.support.executors:run",
-            ],
+            command,
             cwd=ROOT,
             env=environment,
             stdout=log,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import json
 import tracemalloc
 
 import pytest
@@ -81,3 +82,30 @@ def test_a_resumed_sweep_repeats_only_what_was_in_flight() -> None:
     assert set(rest).isdisjoint(done)
     assert set(rest) | done == everything
     assert len(rest) == len(everything) - 150
+
+
+def test_a_sweep_in_blocks_resumes_its_unfinished_blocks_and_open_probes() -> None:
+    net = ipaddress.ip_network("10.9.0.0/22")
+    everything = {(p.address, p.port) for p in Sweep(net, (1,), seed=4)}
+    first = Sweep(net, (1,), seed=4)
+    done_block = first.take_block(256)
+    lost_block = first.take_block(256)
+    assert done_block is not None
+    assert lost_block is not None
+    swept = list(first.probes_between(*done_block))
+    opened = [swept[0].position, swept[1].position]
+    found = first.block_done(done_block, opened, closed=len(swept) - 2)
+    first.finished(found[0])  # fetched; found[1] was still being fetched
+    checkpoint = json.loads(json.dumps(first.checkpoint()))  # as the database keeps it
+    assert checkpoint["in_flight_blocks"] == [list(lost_block)]
+
+    second = Sweep(net, (1,), seed=4)
+    second.resume(checkpoint)
+    again = [(p.address, p.port) for p in second.replayed()]
+    assert again == [(found[1].address, found[1].port)]
+    rest: list[tuple[str, int]] = []
+    while (block := second.take_block(256)) is not None:
+        rest += [(p.address, p.port) for p in second.probes_between(*block)]
+    done = {(p.address, p.port) for p in swept} - set(again)
+    assert set(rest).isdisjoint(done)
+    assert set(rest) | done | set(again) == everything
