@@ -28,7 +28,7 @@ def worker(
 
     async def work(settings: Settings) -> None:
         run_job = load_executor(executor) if executor else discovery_executor(settings)
-        async with await open_database(settings) as database:
+        async with await open_database(settings, for_worker=True) as database:
             runner = Worker(
                 conninfo=database.conninfo,
                 store=JobStore(database.pool),

@@ -98,10 +98,10 @@ class JobContext:
             "conflict_count": self.conflict_count,
         }
 
-    def result(self, services: dict[str, int], extra: dict[str, Any] | None) -> dict[str, Any]:
-        """The job's result: counts of services, conflicts and failed probes by reason."""
+    def result(self, extra: dict[str, Any] | None) -> dict[str, Any]:
+        """The job's result: conflicts and failed probes by reason (the final write adds the
+        counts of services found and refreshed)."""
         return {
-            "services": services,
             "conflicts": self.conflicts,
             "conflict_count": self.conflict_count,
             "failed_probes": dict(self.failures),

@@ -27,15 +27,17 @@ from ronin.config import Settings
 from ronin.discovery.params import parse_params
 from ronin.errors import DatabaseError, RoninError
 from ronin.jobs.backoff import retry_delay
+from ronin.jobs.batching import FinishBatcher
 from ronin.jobs.context import JobContext, LeaseLost
 from ronin.jobs.executor import Executor, is_permanent
 from ronin.store.job_models import ClaimedJob, JobStatus
-from ronin.store.jobs import CANCELLED_ERROR, JobStore
+from ronin.store.jobs import CANCELLED_ERROR, Finish, JobStore
 from ronin.store.services import ServiceMap
 
 logger = logging.getLogger(__name__)
 
 SCHEDULE_CHECK_INTERVAL_S = 5.0
+CLAIM_LINGER_S = 0.002
 RETENTION_CHECK_INTERVAL_S = 600.0
 MAX_RECONNECT_DELAY_S = 5.0
 
@@ -114,6 +116,7 @@ class Worker:
         self._executor = executor
         self._running: dict[uuid.UUID, _RunningJob] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._finisher = FinishBatcher(store)
         self._wake = asyncio.Event()
         self._hurry = asyncio.Event()
         self._next_schedule_check = 0.0
@@ -149,6 +152,10 @@ class Worker:
                 if claimed and free > 0:
                     continue  # there may be more waiting
                 await _wait_any(stop, self._wake, timeout_s=self._poll_s())
+                if self.running:
+                    # A busy worker lets a few more slots free up, to claim them in one
+                    # statement; an idle one claims at once.
+                    await asyncio.sleep(CLAIM_LINGER_S)
         finally:
             listener.cancel()
             await asyncio.gather(listener, return_exceptions=True)
@@ -196,16 +203,14 @@ class Worker:
         job = running.job
         try:
             if job.cancel_requested:
-                await self._persist(
-                    running, lambda: self._store.finish(job, "failed", error=CANCELLED_ERROR)
-                )
+                await self._finish(running, "failed", error=CANCELLED_ERROR)
                 return
             if job.attempt > job.max_attempts:
                 error = {
                     "code": "SCAN_FAILED",
                     "message": f"gave up after {job.max_attempts} attempts",
                 }
-                await self._persist(running, lambda: self._store.finish(job, "failed", error=error))
+                await self._finish(running, "failed", error=error)
                 return
             logger.info("job %s: attempt %d on %s", job.job_id, job.attempt, self.worker_id)
             context = JobContext(job, parse_params(job.params), self._store, self._services)
@@ -235,8 +240,8 @@ class Worker:
         assert task is not None
         if task.cancelled():
             if running.stop_reason == "cancelled":
-                await self._persist(
-                    running, lambda: self._finish(context, "failed", error=CANCELLED_ERROR)
+                await self._finish(
+                    running, "failed", error=CANCELLED_ERROR, result=context.result(None)
                 )
             elif running.stop_reason == "shutdown":
                 await self._persist(
@@ -250,11 +255,7 @@ class Worker:
             return
         error = task.exception()
         if error is None:
-            extra = task.result()
-            result = context.result(await self._store.service_counts(job.job_id), extra)
-            await self._persist(
-                running, lambda: self._store.finish(job, "completed", result=result)
-            )
+            await self._finish(running, "completed", result=context.result(task.result()))
             logger.info("job %s completed", job.job_id)
         elif isinstance(error, LeaseLost):
             logger.warning("job %s: lease lost; another worker will take it", job.job_id)
@@ -268,16 +269,15 @@ class Worker:
 
     async def _finish(
         self,
-        context: JobContext,
+        running: _RunningJob,
         status: JobStatus,
         *,
+        result: dict[str, Any] | None = None,
         error: dict[str, Any] | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> bool:
-        """The final write of a job that ran: its result, with what it found."""
-        counts = await self._store.service_counts(context.job_id)
-        result = context.result(counts, extra)
-        return await self._store.finish(context.job, status, result=result, error=error)
+    ) -> None:
+        """The job's final write, batched with other jobs' and retried through outages."""
+        item = Finish(running.job, status, result, error)
+        await self._persist(running, lambda: self._finisher.finish(item))
 
     async def _fail_or_retry(
         self, running: _RunningJob, error: BaseException, code: str | None = None
@@ -293,7 +293,7 @@ class Worker:
             if not permanent:
                 final["message"] = f"gave up after {job.attempt} attempts: {message}"
             logger.warning("job %s failed: %s", job.job_id, final["message"])
-            await self._persist(running, lambda: self._store.finish(job, "failed", error=final))
+            await self._finish(running, "failed", error=final)
             return
         delay = retry_delay(job.attempt, base=self.options.retry_base)
         logger.warning(

@@ -65,12 +65,20 @@ class Database:
         await self.pool.close()
 
 
-async def open_database(settings: Settings, *, migrate: bool | None = None) -> Database:
+async def open_database(
+    settings: Settings, *, migrate: bool | None = None, for_worker: bool = False
+) -> Database:
     """Connect, bring or check the schema, and return a ready pool.
 
     ``migrate`` decides whether the schema may be changed; by default only the embedded
     database migrates itself. Anywhere else an out-of-date schema raises ``SchemaOutOfDate``
     naming ``ronin db migrate``.
+
+    ``for_worker``: the pool commits without waiting for the WAL flush. A worker's writes
+    (claims, heartbeats, progress, sightings, finishes) are all repeatable: if a server crash
+    loses the last fraction of a second of them, a job finished in that window goes back to
+    its lease, lapses and runs again, and since WAL is written in order, a job's finish is never
+    durable before the sightings it wrote. Submissions never go through such a pool.
     """
     conninfo = resolve_conninfo(settings)
     if migrate is None:
@@ -80,6 +88,8 @@ async def open_database(settings: Settings, *, migrate: bool | None = None) -> D
 
     async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
         await conn.execute(f"SET statement_timeout = {statement_timeout_ms}")
+        if for_worker:
+            await conn.execute("SET synchronous_commit = off")
         await conn.commit()
 
     pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
@@ -88,8 +98,8 @@ async def open_database(settings: Settings, *, migrate: bool | None = None) -> D
         max_size=settings.pool_max_size,
         open=False,
         configure=configure,
-        # A server restart leaves dead connections in the pool: test each before handing it out.
-        check=AsyncConnectionPool.check_connection,
+        # No check on checkout: it would cost a round trip per statement. A connection a
+        # server restart broke fails once, is discarded by the pool, and the caller retries.
         timeout=settings.connect_timeout_s * 3,
         name="ronin",
     )

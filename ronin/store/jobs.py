@@ -11,6 +11,7 @@ import binascii
 import uuid
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,6 +26,18 @@ from ronin.store.queries import query
 from ronin.store.services import Pool
 
 MAX_JOB_PAGE = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """The final write of one job: its status, result and error."""
+
+    job: ClaimedJob
+    status: JobStatus
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+
 CANCELLED_ERROR = {"code": "CANCELLED", "message": "cancelled by an operator"}
 
 
@@ -137,6 +150,22 @@ class JobStore:
                 fetch=False,
             )
 
+    async def finish_many(self, items: Sequence[Finish]) -> set[uuid.UUID]:
+        """End jobs ``completed`` or ``failed`` in one statement; the ids actually ended (a
+        job whose lease was lost first is not among them)."""
+        if not items:
+            return set()
+        params = {
+            "job_ids": [item.job.job_id for item in items],
+            "lease_tokens": [item.job.lease_token for item in items],
+            "statuses": [item.status for item in items],
+            "results": [Jsonb(item.result or {}) for item in items],
+            "errors": [Jsonb(item.error) if item.error is not None else None for item in items],
+        }
+        async with self.connection() as conn:
+            cur = await conn.execute(query("finish_jobs"), params)
+            return {row[0] for row in await cur.fetchall()}
+
     async def finish(
         self,
         job: ClaimedJob,
@@ -145,13 +174,8 @@ class JobStore:
         result: dict[str, Any] | None = None,
         error: dict[str, Any] | None = None,
     ) -> bool:
-        """End the job ``completed`` or ``failed``; False if the lease was lost first."""
-        params = {
-            "status": status,
-            "result": Jsonb(result) if result is not None else None,
-            "error": Jsonb(error) if error is not None else None,
-        }
-        return await self._guarded_one("finish_job", job, params) is not None
+        """End one job; False if its lease was lost first."""
+        return job.job_id in await self.finish_many([Finish(job, status, result, error)])
 
     async def requeue(
         self, job: ClaimedJob, *, outcome: str, delay: timedelta, error: dict[str, Any] | None
@@ -223,13 +247,6 @@ class JobStore:
         async with self.connection() as conn:
             cur = await conn.execute(query("job_service_ids"), {"job_id": job_id})
             return [(row[0], row[1]) for row in await cur.fetchall()]
-
-    async def service_counts(self, job_id: uuid.UUID) -> dict[str, int]:
-        """How many services the job found new and refreshed."""
-        async with self.connection() as conn:
-            cur = await conn.execute(query("job_service_counts"), {"job_id": job_id})
-            row = await cur.fetchone()
-        return {"new": row[0], "refreshed": row[1]} if row else {"new": 0, "refreshed": 0}
 
     async def prune(self, cutoff: datetime) -> int:
         """Delete jobs that finished before ``cutoff`` with everything attached to them."""

@@ -31,19 +31,23 @@ SELECT job_id, pg_notify('ronin_jobs', job_id::text) FROM state
 -- jobs keeps this fast however many finished jobs pile up. With %(job_id)s, only that job
 -- (`ronin discover --wait` running its own job).
 WITH expired AS (
+    -- Running jobs are few (at most every worker's slots); each one's lease is one lookup.
     SELECT j.job_id
     FROM discovery_jobs AS j
-    JOIN discovery_job_state AS s ON s.job_id = j.job_id
-    WHERE j.status = 'running' AND s.lease_expires_at < now()
+    WHERE j.status = 'running'
       AND (%(job_id)s::uuid IS NULL OR j.job_id = %(job_id)s::uuid)
+      AND (SELECT s.lease_expires_at FROM discovery_job_state AS s
+           WHERE s.job_id = j.job_id) < now()
     LIMIT %(batch)s
     FOR UPDATE OF j SKIP LOCKED
 ), pending AS (
+    -- Oldest first from the partial index, one primary-key lookup per candidate for its
+    -- backoff, stopping at the batch: never a join over every job's state.
     SELECT j.job_id
     FROM discovery_jobs AS j
-    JOIN discovery_job_state AS s ON s.job_id = j.job_id
-    WHERE j.status = 'pending' AND s.run_after <= now()
+    WHERE j.status = 'pending'
       AND (%(job_id)s::uuid IS NULL OR j.job_id = %(job_id)s::uuid)
+      AND (SELECT s.run_after FROM discovery_job_state AS s WHERE s.job_id = j.job_id) <= now()
     ORDER BY j.created_at
     LIMIT %(batch)s
     FOR UPDATE OF j SKIP LOCKED
@@ -117,28 +121,49 @@ WHERE EXISTS (
 )
 ON CONFLICT (job_id, service_id) DO NOTHING
 
--- name: finish_job
--- End a job, completed or failed, exactly once: completed_at is set with the final status.
-WITH owned AS (
-    UPDATE discovery_job_state
+-- name: finish_jobs
+-- End a batch of jobs, each completed or failed, exactly once: completed_at is set with the
+-- final status, and each result gets the counts of the services its job found. One
+-- statement and one commit for every job a worker finished in the last few milliseconds.
+WITH input AS (
+    SELECT *
+    FROM unnest(
+        %(job_ids)s::uuid[], %(lease_tokens)s::uuid[], %(statuses)s::text[],
+        %(results)s::jsonb[], %(errors)s::jsonb[]
+    ) AS finished(job_id, lease_token, status, result, error)
+), owned AS (
+    UPDATE discovery_job_state AS s
     SET lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,
-        progress = CASE WHEN %(status)s = 'completed' THEN 100 ELSE progress END,
-        error = %(error)s, result = %(result)s, updated_at = now()
-    WHERE job_id = %(job_id)s AND lease_token = %(lease_token)s AND lease_expires_at > now()
-    RETURNING job_id
+        progress = CASE WHEN input.status = 'completed' THEN 100 ELSE s.progress END,
+        error = input.error,
+        result = input.result || jsonb_build_object('services', (
+            SELECT jsonb_build_object(
+                'new', count(*) FILTER (WHERE link.outcome = 'new'),
+                'refreshed', count(*) FILTER (WHERE link.outcome = 'refreshed')
+            )
+            FROM discovery_job_services AS link
+            WHERE link.job_id = s.job_id
+        )),
+        updated_at = now()
+    FROM input
+    WHERE s.job_id = input.job_id
+      AND s.lease_token = input.lease_token
+      AND s.lease_expires_at > now()
+    RETURNING s.job_id, input.lease_token, input.status, input.error
 ), attempt AS (
-    UPDATE discovery_job_attempts
-    SET outcome = %(status)s, ended_at = now(), error = %(error)s
-    WHERE lease_token = %(lease_token)s AND EXISTS (SELECT FROM owned)
+    UPDATE discovery_job_attempts AS a
+    SET outcome = owned.status, ended_at = now(), error = owned.error
+    FROM owned
+    WHERE a.lease_token = owned.lease_token
 ), finished AS (
     UPDATE discovery_jobs AS j
-    SET status = %(status)s, completed_at = now()
+    SET status = owned.status, completed_at = now()
     FROM owned
     WHERE j.job_id = owned.job_id
-    RETURNING j.job_id
+    RETURNING j.job_id, owned.status
 )
 SELECT job_id, pg_notify('ronin_job_events', json_build_object(
-    'job_id', job_id, 'status', %(status)s::text
+    'job_id', job_id, 'status', status
 )::text)
 FROM finished
 
@@ -213,13 +238,6 @@ ORDER BY started_at, attempt
 SELECT service_id, outcome FROM discovery_job_services
 WHERE job_id = %(job_id)s
 ORDER BY service_id
-
--- name: job_service_counts
--- How many services a job found new and refreshed.
-SELECT count(*) FILTER (WHERE outcome = 'new') AS new,
-       count(*) FILTER (WHERE outcome = 'refreshed') AS refreshed
-FROM discovery_job_services
-WHERE job_id = %(job_id)s
 
 -- name: prune_jobs
 -- Forget finished jobs older than the cutoff, with their state, attempts and result links.
