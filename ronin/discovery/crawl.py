@@ -297,13 +297,15 @@ class Crawl:
             f"level {self.level}/{depth}: {self.stats['hosts_probed']} probed, "
             f"{self.stats['nodes']} nodes"
         )
-        if force or self._pending:
-            await self._flush()
+        if not (force or self.context.progress_due()):
+            return
+        # The checkpoint first, then the flush: every probe it counts as done has its
+        # sightings written before the checkpoint is, so a crash between the two repeats
+        # probes rather than losing what they found.
+        checkpoint = self._checkpoint()
+        await self._flush()
         await self.context.progress(
-            min(percent, 99 if message != "done" else 100),
-            text,
-            resume=self._checkpoint(),
-            force=force,
+            min(percent, 99 if message != "done" else 100), text, resume=checkpoint, force=True
         )
 
     def _checkpoint(self) -> dict[str, Any]:

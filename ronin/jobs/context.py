@@ -67,6 +67,10 @@ class JobContext:
         if not await self._store.record_progress(self.job, self._progress, message, checkpoint):
             raise LeaseLost(str(self.job_id))
 
+    def progress_due(self) -> bool:
+        """Whether a progress report now would be written (not throttled away)."""
+        return time.monotonic() - self._last_write >= PROGRESS_INTERVAL_S
+
     async def record(self, sightings: Iterable[Sighting]) -> UpsertResult:
         """Write sightings to the map and link them to this job; conflicts join the result."""
         result = await self.services.upsert(sightings)
