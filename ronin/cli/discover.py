@@ -130,8 +130,11 @@ def print_summary(job: Job, console: Console) -> None:
     result = job.result or {}
     stats = result.get("stats", {})
     services = result.get("services", {})
-    table = Table(title=f"job {job.job_id}: {job.status}", show_header=False)
+    console.print(f"job {job.job_id}: [bold]{job.status}[/]")
+    table = Table(show_header=False)
     table.add_row("hosts probed", str(stats.get("hosts_probed", 0)))
+    closed = sum(count for key, count in stats.items() if key.startswith("closed_"))
+    table.add_row("no kOS port open", str(closed))
     table.add_row("nodes", str(stats.get("nodes", 0)))
     table.add_row("services new", str(services.get("new", 0)))
     table.add_row("services refreshed", str(services.get("refreshed", 0)))

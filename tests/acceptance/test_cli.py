@@ -119,3 +119,53 @@ def test_bad_input_gets_one_clear_line(
     assert done.returncode == 1
     assert message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_discover_wait_runs_the_job_here_and_says_how_it_went(tmp_path: Path) -> None:
+    from tests.support.fleet import free_port
+
+    port = free_port("127.8.0.1")
+    beacon = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ronin",
+            "beacon",
+            "--host",
+            "127.8.0.1",
+            "--port",
+            str(port),
+            "--node-class",
+            "Tohunga",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert beacon.stdout is not None
+        assert "serving" in beacon.stdout.readline()
+        env = {"RONIN_DATA_DIR": str(tmp_path)}
+        done = ronin("discover", "127.8.0.0/29", "--port", str(port), "--wait", "--json", **env)
+        assert done.returncode == 0, done.stderr
+        job = json.loads(done.stdout)
+        assert job["status"] == "completed"
+        assert job["result"]["services"] == {"new": 2, "refreshed": 0}
+        assert job["result"]["stats"]["nodes"] == 1
+        shown = ronin("discover", "127.8.0.0/29", "--port", str(port), "--wait", **env)
+        assert shown.returncode == 0, shown.stderr
+        assert "completed" in shown.stdout
+        assert "services refreshed" in shown.stdout
+    finally:
+        beacon.terminate()
+        assert beacon.wait(timeout=30) == 0
+        if beacon.stdout is not None:
+            beacon.stdout.close()
+    summary = json.loads(ronin("map", "summary", "--json", **env).stdout)
+    assert summary["classes"][0]["node_class"] == "Tohunga"
+
+
+def test_discover_refuses_a_target_outside_the_scope(tmp_path: Path) -> None:
+    done = ronin("discover", "8.8.8.0/24", "--wait", RONIN_DATA_DIR=str(tmp_path))
+    assert done.returncode == 1
+    assert "outside the networks this Ronin may probe" in done.stderr
+    assert "Traceback" not in done.stderr
