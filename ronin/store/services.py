@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
@@ -35,6 +36,7 @@ DEFAULT_COUNT_BOUND = 10_000
 # An all-of search walks its rarest capability; counting holders up to this bound is enough
 # to tell rare from common without a full count.
 DRIVER_SAMPLE_BOUND = 1_000
+FREQUENCIES_TTL_S = 60.0
 
 EVERY_SERVICE = ServiceFilter()
 
@@ -47,6 +49,8 @@ class ServiceMap:
     def __init__(self, pool: Pool, *, freshness_window: timedelta) -> None:
         self._pool = pool
         self.freshness_window = freshness_window
+        self._frequencies_cache: dict[str, int] = {}
+        self._frequencies_expire = 0.0
 
     async def upsert(
         self, sightings: Iterable[Sighting], *, batch_size: int = UPSERT_BATCH_SIZE
@@ -200,28 +204,46 @@ class ServiceMap:
             params["drivers"] = list(dict.fromkeys(where.any_capabilities))
             params["also_required"] = required
         elif required:
-            driver = await _rarest(conn, required)
+            driver = await self._rarest(conn, required)
             params["drivers"] = [driver]
             params["also_required"] = [c for c in required if c != driver]
         else:
             return query("find_services"), params
         return query("find_services_by_capability"), params
 
+    async def _rarest(self, conn: psycopg.AsyncConnection[Any], capabilities: Sequence[str]) -> str:
+        """The capability fewest services hold, to drive an all-of search.
+
+        Common capabilities are known from the planner's statistics (cached for a minute: they
+        change only when the table is analysed); one the statistics do not list is rarer than
+        all those they do. Only when several are unlisted are their holders counted, up to a
+        small bound.
+        """
+        if len(capabilities) == 1:
+            return capabilities[0]
+        frequencies = await self._frequencies(conn)
+        unknown = [c for c in capabilities if c not in frequencies]
+        if len(unknown) == 1:
+            return unknown[0]
+        if unknown:
+            cur = await conn.execute(
+                query("capability_holders_sampled"),
+                {"capabilities": unknown, "bound": DRIVER_SAMPLE_BOUND},
+            )
+            sampled = {name: count for name, count in await cur.fetchall()}
+            return min(unknown, key=lambda name: sampled.get(name, 0))
+        return min(capabilities, key=lambda name: frequencies[name])
+
+    async def _frequencies(self, conn: psycopg.AsyncConnection[Any]) -> dict[str, int]:
+        now = time.monotonic()
+        if now >= self._frequencies_expire:
+            cur = await conn.execute(query("capability_frequencies"))
+            self._frequencies_cache = {name: int(count) for name, count in await cur.fetchall()}
+            self._frequencies_expire = now + FREQUENCIES_TTL_S
+        return self._frequencies_cache
+
     def _connection(self) -> AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
         return pooled_connection(self._pool)
-
-
-async def _rarest(conn: psycopg.AsyncConnection[Any], capabilities: Sequence[str]) -> str:
-    """The capability fewest services hold (statistics or a bounded sample), to drive an
-    all-of search."""
-    if len(capabilities) == 1:
-        return capabilities[0]
-    cur = await conn.execute(
-        query("capability_holders_estimated"),
-        {"capabilities": list(capabilities), "bound": DRIVER_SAMPLE_BOUND},
-    )
-    holders = {name: count for name, count in await cur.fetchall()}
-    return min(capabilities, key=lambda name: holders.get(name, 0))
 
 
 async def _server_now(conn: psycopg.AsyncConnection[Any]) -> datetime:

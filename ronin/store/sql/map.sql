@@ -99,29 +99,28 @@ CROSS JOIN LATERAL (
 ORDER BY page.service_id
 LIMIT %(limit)s
 
--- name: capability_holders_estimated
--- How many services hold each capability: the planner's statistics for common ones, a count
--- up to a small bound for the rest. Enough to pick the rarest to drive an all-of search,
--- without ever counting a common capability in full.
-SELECT wanted.capability, coalesce(
-    (
-        SELECT round(mcv.freq * greatest(cls.reltuples, 0))::bigint
-        FROM pg_stats AS st
-        CROSS JOIN LATERAL unnest(st.most_common_vals::text::text[], st.most_common_freqs)
-            AS mcv(value, freq)
-        JOIN pg_class AS cls ON cls.oid = 'service_capabilities'::regclass
-        WHERE st.schemaname = current_schema()
-          AND st.tablename = 'service_capabilities'
-          AND st.attname = 'capability'
-          AND mcv.value = wanted.capability
-    ),
-    (
-        SELECT count(*) FROM (
-            SELECT FROM service_capabilities AS sc
-            WHERE sc.capability = wanted.capability
-            LIMIT %(bound)s
-        ) AS sample
-    )
+-- name: capability_frequencies
+-- The planner's statistics of service_capabilities.capability: each common capability with
+-- the estimated number of services holding it. Cached by the map to pick the rarest
+-- capability of an all-of search without a query per search.
+SELECT mcv.value, round(mcv.freq * greatest(cls.reltuples, 0))::bigint AS holders
+FROM pg_stats AS st
+CROSS JOIN LATERAL unnest(st.most_common_vals::text::text[], st.most_common_freqs)
+    AS mcv(value, freq)
+JOIN pg_class AS cls ON cls.oid = 'service_capabilities'::regclass
+WHERE st.schemaname = current_schema()
+  AND st.tablename = 'service_capabilities'
+  AND st.attname = 'capability'
+
+-- name: capability_holders_sampled
+-- How many services hold each capability, counted up to a small bound: what tells rare
+-- from rarer when the statistics do not know them.
+SELECT wanted.capability, (
+    SELECT count(*) FROM (
+        SELECT FROM service_capabilities AS sc
+        WHERE sc.capability = wanted.capability
+        LIMIT %(bound)s
+    ) AS sample
 ) AS holders
 FROM unnest(%(capabilities)s::text[]) AS wanted(capability)
 
