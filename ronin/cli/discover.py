@@ -27,6 +27,7 @@ from ronin.config import Settings
 from ronin.discovery.executor import discovery_executor
 from ronin.discovery.params import KOS_PORT
 from ronin.discovery.policy import ScopePolicy
+from ronin.errors import RoninError
 from ronin.jobs.follow import follow_job
 from ronin.jobs.submit import submit_job
 from ronin.jobs.worker import Worker, WorkerOptions
@@ -34,6 +35,12 @@ from ronin.store.database import open_database
 from ronin.store.job_models import Job
 from ronin.store.jobs import JobStore
 from ronin.store.services import ServiceMap
+
+
+class Interrupted(RoninError):
+    """The command was interrupted; the job was handed back to the queue."""
+
+    code = "INTERRUPTED"
 
 
 def target_params(
@@ -89,14 +96,31 @@ async def submit_and_wait(
             options=WorkerOptions.from_settings(settings, concurrency=1),
         )
         runner = asyncio.create_task(worker.run_one(job.job_id), name="run own job")
+        shown = asyncio.create_task(_show(database.conninfo, store, job.job_id, console))
+        interrupted = asyncio.Event()
+
+        def on_signal() -> None:
+            worker.release_all()  # back to the queue, the attempt not spent
+            interrupted.set()
+
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGINT, worker.release_all)
-        loop.add_signal_handler(signal.SIGTERM, worker.release_all)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal)
+        stop = asyncio.create_task(interrupted.wait())
         try:
-            final = await _show(database.conninfo, store, job.job_id, console)
+            await asyncio.wait({shown, stop}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            await runner  # bounded: the job ended, or was handed back on a signal
-        return final
+            stop.cancel()
+            if not shown.done():
+                shown.cancel()
+            await runner  # bounded: the job ended, or was handed back on the signal
+            await asyncio.gather(shown, stop, return_exceptions=True)
+        if interrupted.is_set() and not (shown.done() and not shown.cancelled()):
+            raise Interrupted(
+                f"interrupted: job {job.job_id} is back in the queue for a worker "
+                "(ronin worker) to finish"
+            )
+        return shown.result()
 
 
 async def _show(conninfo: str, store: JobStore, job_id: uuid.UUID, console: Console) -> Job:

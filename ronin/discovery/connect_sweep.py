@@ -7,9 +7,13 @@ Runs in a child process, so it takes and returns only plain values.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import errno
 import ipaddress
 import select
+import signal
 import socket
 import time
 from collections import Counter
@@ -17,6 +21,15 @@ from collections import Counter
 from ronin.discovery.targets import Sweep
 
 _IN_PROGRESS = {errno.EINPROGRESS, errno.EAGAIN, errno.EALREADY}
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Sweep process start-up: ask Linux to kill this process when its parent dies, so a
+    ``kill -9`` of a worker does not leave sweep processes behind."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def sweep_block(

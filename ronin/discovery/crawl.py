@@ -43,6 +43,7 @@ DEFAULT_RATE = 1000.0
 MAX_PEER_PROBES = 10_000
 FLUSH_INTERVAL_S = 0.5
 FLUSH_SIZE = 500
+REPORT_INTERVAL_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,21 +153,36 @@ class Crawl:
                 self.sweep.finished(probe)
                 slots.release()
 
-        async for probe in open_ports(
-            self.sweep,
-            concurrency=self.options.concurrency,
-            rate=self._rate,
-            connect_timeout_s=self.options.connect_timeout_s,
-            on_closed=closed,
-        ):
-            await slots.acquire()
-            task = asyncio.create_task(fetch(probe))
-            fetches.add(task)
-            task.add_done_callback(fetches.discard)
-            await self._report()
-        if fetches:
-            await asyncio.gather(*fetches)
+        # Progress (and the checkpoint) on a clock, not per node found: a range where nothing
+        # answers must still record how far it got.
+        ticker = asyncio.create_task(self._report_every(REPORT_INTERVAL_S), name="progress")
+        try:
+            async for probe in open_ports(
+                self.sweep,
+                concurrency=self.options.concurrency,
+                rate=self._rate,
+                connect_timeout_s=self.options.connect_timeout_s,
+                on_closed=closed,
+            ):
+                if ticker.done():
+                    ticker.result()  # a lost lease stops the sweep here
+                await slots.acquire()
+                task = asyncio.create_task(fetch(probe))
+                fetches.add(task)
+                task.add_done_callback(fetches.discard)
+            if fetches:
+                await asyncio.gather(*fetches)
+        finally:
+            ticker.cancel()
+            await asyncio.gather(ticker, return_exceptions=True)
+            for task in fetches:
+                task.cancel()
         self._sweep_checkpoint = None
+
+    async def _report_every(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            await self._report()
 
     async def _peer_level(self) -> None:
         method = "http_probe" if self.level == 1 else "peer_referral"

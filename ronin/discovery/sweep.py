@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 
-from ronin.discovery.connect_sweep import sweep_block
+from ronin.discovery.connect_sweep import die_with_parent, sweep_block
 from ronin.discovery.targets import Probe, Sweep
 
 DEFAULT_CONNECT_TIMEOUT_S = 1.0
@@ -115,7 +115,9 @@ async def _open_ports_in_processes(
     block_size = BLOCK if pace is None else max(MIN_BLOCK, min(BLOCK, int(pace / 4)))
     loop = asyncio.get_running_loop()
     context = multiprocessing.get_context("spawn")  # no fork of a process with an event loop
-    with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
+    with ProcessPoolExecutor(
+        max_workers=processes, mp_context=context, initializer=die_with_parent
+    ) as pool:
         running: set[asyncio.Future[tuple[tuple[int, int], list[int], dict[str, int]]]] = set()
         try:
             while True:

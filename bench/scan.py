@@ -1,0 +1,597 @@
+"""Benchmark network discovery: ``ronin discover`` over loopback ranges, next to nmap.
+
+Usage: ``python -m bench.scan [--quick]`` from the repository root, as root (two scenarios
+run in network namespaces with iptables rules).
+
+Three scenarios, each run on scratch databases (on ``RONIN_DATABASE_URL``, or on an embedded
+server of the benchmark's own), Ronin always run as the real command in a subprocess:
+
+1. full sweep: beacons over 127.50.0.0/16, served by a separate process; Ronin at a few
+   concurrency values (median of a few runs each), then ``nmap -sT -T5`` over the same range;
+2. silent sweep: a /20 inside a namespace whose iptables drop every SYN to the port, so
+   timeouts and concurrency set the pace; Ronin, then ``nmap -sT -T4`` (stopped at a budget,
+   its whole time then taken from its own progress reports);
+3. memory: Ronin over 127.0.0.0/8 (inside a namespace whose iptables count the SYNs) for a
+   minute, its memory sampled every second, then stopped with SIGINT.
+
+Traffic goes only to loopback, in this machine's namespace or in namespaces made here and
+deleted at the end. The command exits 0 whether or not a goal is met and prints PASS or MISS
+for each goal; ``--quick`` runs a small size (what CI runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import re
+import signal
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from bench.scan_support import (
+    MIB,
+    BenchError,
+    Measured,
+    NmapRun,
+    beacon_process,
+    delete_stale_namespaces,
+    fetch_row,
+    in_namespace,
+    machine_facts,
+    measure,
+    network_namespace,
+    packets_counted,
+    raise_fd_limit,
+    run_nmap,
+    say,
+    scratch_database,
+    server_url,
+    verdict,
+)
+
+PORT = 30437
+FD_LIMIT = 16_384
+SPEED_GOAL = 1.0  # full sweep: Ronin's job time / nmap's, at most
+SILENT_GOAL = 1.5  # silent sweep: Ronin's job time / nmap's, at most
+MEMORY_GOAL_MIB = 200.0
+FLAT_GROWTH = 0.10  # memory is flat when the last window's mean is within 10% of the first's
+PROBED = re.compile(r"(\d+) probed")
+JOB_STATE = """
+SELECT j.status, s.progress_message, s.checkpoint
+FROM discovery_jobs j JOIN discovery_job_state s USING (job_id)
+"""
+DROP_SYNS = ("-A", "INPUT", "-i", "lo", "-p", "tcp", "--syn", "--dport", str(PORT), "-j", "DROP")
+COUNT_SYNS = ("-A", "INPUT", "-i", "lo", "-p", "tcp", "--syn", "--dport", str(PORT))
+
+
+@dataclass(frozen=True, slots=True)
+class Size:
+    """How big each scenario is, and how long anything may take."""
+
+    sweep_network: str
+    beacons: int
+    concurrencies: tuple[int, ...]
+    repeats: int  # full sweep: runs of Ronin per concurrency, and of nmap
+    silent_network: str
+    nmap_budget_s: float  # silent sweep: nmap is stopped after this long
+    memory_s: float
+    memory_concurrency: int
+    run_timeout_s: float  # a discover run still going after this long is stopped
+
+
+FULL = Size("127.50.0.0/16", 256, (256, 1024, 4096), 3, "127.60.0.0/20", 60, 60, 4096, 120)
+QUICK = Size("127.50.0.0/20", 16, (1024,), 1, "127.60.0.0/24", 8, 10, 1024, 30)
+MEMORY_NETWORK = "127.0.0.0/8"
+
+
+@dataclass(slots=True)
+class Row:
+    """One line of the summary table."""
+
+    scenario: str
+    tool: str
+    job_s: float | None
+    wall_s: float
+    probed: int
+    found: int
+    services: int | None = None
+    rss_mib: float | None = None
+    tree_rss_mib: float | None = None
+
+    @property
+    def seconds(self) -> float:
+        """The job's own time when known, else the process's."""
+        return self.job_s if self.job_s is not None else self.wall_s
+
+    @property
+    def rate(self) -> float:
+        """Addresses per second."""
+        return self.probed / self.seconds if self.seconds else 0.0
+
+
+@dataclass(slots=True)
+class Report:
+    """Everything the summary prints."""
+
+    rows: list[Row] = field(default_factory=list)
+    goals: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+# --- Running Ronin ---------------------------------------------------------------------------
+
+
+def discover_command(cidr: str, concurrency: int) -> list[str]:
+    """``python -m ronin discover``, unthrottled, waiting, printing the job as JSON."""
+    return [
+        *(sys.executable, "-m", "ronin", "discover", cidr, "--wait", "--json"),
+        *("--rate", "0", "--concurrency", str(concurrency), "--port", str(PORT)),
+    ]
+
+
+def discover_env(url: str, allow: str, **extra: str) -> dict[str, str]:
+    """The environment of a discover run: this database, this range, no other RONIN_*."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RONIN_")}
+    return env | {"RONIN_DATABASE_URL": url, "RONIN_ALLOW": allow} | extra
+
+
+def job_seconds(job: dict[str, Any]) -> float | None:
+    """The job's own time, from its creation to its completion."""
+    if not job.get("completed_at"):
+        return None
+    created = datetime.fromisoformat(job["created_at"])
+    return (datetime.fromisoformat(job["completed_at"]) - created).total_seconds()
+
+
+def phases(job: dict[str, Any], measured: Measured) -> str:
+    """Where the process's time went: start-up, queued, running, exit (job timestamps)."""
+    keys = ("created_at", "started_at", "completed_at")
+    if not all(job.get(key) for key in keys):
+        return "no job timestamps"
+    created, started, completed = (datetime.fromisoformat(job[key]).timestamp() for key in keys)
+    return (
+        f"start-up {created - measured.started_at:.2f} s, queued {started - created:.2f} s, "
+        f"running {completed - started:.2f} s, exit {measured.ended_at - completed:.2f} s; "
+        f"CPU {measured.cpu_user_s:.2f} s user + {measured.cpu_system_s:.2f} s system: "
+        f"{cpu_split(measured)}"
+    )
+
+
+def cpu_split(measured: Measured) -> str:
+    """CPU seconds of the discover process and of each of its children (sweep processes)."""
+    children = " + ".join(f"{cpu:.2f}" for cpu in measured.children_cpu_s) or "none"
+    return f"discover process {measured.own_cpu_s:.2f} s, children {children} s"
+
+
+def final_job(measured: Measured) -> dict[str, Any]:
+    """The job as the command printed it (empty if it printed none)."""
+    try:
+        job: dict[str, Any] = json.loads(measured.stdout)
+    except ValueError:
+        return {}
+    return job
+
+
+def last_progress(measured: Measured) -> str:
+    """The last progress line the command printed."""
+    lines = [line.strip() for line in measured.stderr.splitlines() if line.strip()]
+    return lines[-1] if lines else "(none)"
+
+
+async def services_in_map(url: str) -> int:
+    """Rows in the scratch database's map."""
+    row = await fetch_row(url, "SELECT count(*) FROM discovered_services")
+    return int(row[0]) if row else 0
+
+
+async def ronin_run(
+    scenario: str, server: str, cidr: str, concurrency: int, size: Size, namespace: str | None
+) -> tuple[Row, dict[str, Any], Measured]:
+    """One discover run to its end, on a fresh database: its row, final job and process."""
+    async with scratch_database(server, f"c{concurrency}") as url:
+        command = in_namespace(namespace, discover_command(cidr, concurrency))
+        measured = await measure(
+            command,
+            env=discover_env(url, cidr),
+            stop_after_s=size.run_timeout_s,
+            dump_stacks=True,
+        )
+        services = await services_in_map(url)
+    job = final_job(measured)
+    stats = (job.get("result") or {}).get("stats", {})
+    row = Row(
+        scenario=scenario,
+        tool=f"ronin c={concurrency}",
+        job_s=job_seconds(job),
+        wall_s=measured.wall_s,
+        probed=int(stats.get("hosts_probed", 0)),
+        found=int(stats.get("nodes", 0)),
+        services=services,
+        rss_mib=measured.peak_rss / MIB,
+        tree_rss_mib=measured.peak_tree_rss / MIB,
+    )
+    say(f"  {row.tool}: {describe(row)}; job {job.get('status', 'not printed')}")
+    say(f"    {phases(job, measured)}")
+    return row, job, measured
+
+
+def describe(row: Row) -> str:
+    """A run in one line."""
+    job = f"{row.job_s:.2f} s job" if row.job_s is not None else "no job time"
+    return (
+        f"{job}, {row.wall_s:.2f} s process, {row.probed:,} probed ({row.rate:,.0f}/s), "
+        f"{row.found} found, {row.services} services, peak RSS {row.rss_mib or 0:.0f} MiB "
+        f"(with children {row.tree_rss_mib or 0:.0f})"
+    )
+
+
+async def ronin_runs(
+    scenario: str,
+    server: str,
+    cidr: str,
+    size: Size,
+    report: Report,
+    *,
+    repeats: int,
+    namespace: str | None = None,
+) -> list[Row]:
+    """Ronin at each concurrency, ``repeats`` runs each; the median run's row of each."""
+    rows = []
+    for concurrency in size.concurrencies:
+        runs = []
+        for _ in range(repeats):
+            row, job, measured = await ronin_run(
+                scenario, server, cidr, concurrency, size, namespace
+            )
+            runs.append(row)
+            check_run(report, row, job, measured)
+        runs.sort(key=lambda r: (r.job_s is None, r.seconds))
+        rows.append(runs[len(runs) // 2])
+    report.rows += rows
+    return rows
+
+
+def check_run(report: Report, row: Row, job: dict[str, Any], measured: Measured) -> None:
+    """Notes for a run that did not complete, was stopped, or had probes fail."""
+    where = f"{row.scenario} {row.tool}"
+    failed = (job.get("result") or {}).get("failed_probes", {})
+    if failed:
+        report.notes.append(f"{where}: failed probes {failed}")
+    if measured.stopped_at_s is not None:
+        report.notes.append(
+            f"{where}: still running after {measured.stopped_at_s:.0f} s, stopped (exit "
+            f"{measured.exit_code}); its last progress line: {last_progress(measured)!r}"
+        )
+        say(f"  stack of the stuck run:\n{measured.stack_dump}")
+    elif job.get("status") != "completed":
+        report.notes.append(
+            f"{where}: exit {measured.exit_code}, job {job.get('status')}, {job.get('error')}; "
+            f"stderr ends {measured.stderr[-300:]!r}"
+        )
+
+
+def fastest(rows: list[Row], found: int | None = None) -> Row | None:
+    """The row with the shortest job time (among those that found ``found`` nodes)."""
+    timed = [r for r in rows if r.job_s is not None and (found is None or r.found == found)]
+    return min(timed, key=lambda r: r.seconds, default=None)
+
+
+# --- Scenario 1: the full sweep --------------------------------------------------------------
+
+
+async def full_sweep(server: str, size: Size, report: Report) -> None:
+    """Beacons over a range; Ronin at each concurrency, then nmap -T5."""
+    cidr, scenario = size.sweep_network, f"1 full {size.sweep_network}"
+    say(f"scenario 1: {size.beacons} beacons over {cidr}, port {PORT}, served by another process")
+    async with beacon_process(cidr, size.beacons, PORT):
+        ronin = await ronin_runs(scenario, server, cidr, size, report, repeats=size.repeats)
+        nmap_runs = [await nmap_sweep(cidr, "-T5", size.run_timeout_s) for _ in range(size.repeats)]
+    nmap_runs.sort(key=lambda run: run.wall_s)
+    nmap = nmap_runs[len(nmap_runs) // 2]
+    report.rows.append(nmap_row(scenario, "-T5", cidr, nmap))
+    report.goals.append(speed_goal(fastest(ronin, size.beacons), nmap, size.beacons))
+
+
+async def nmap_sweep(
+    cidr: str, timing: str, budget_s: float, namespace: str | None = None
+) -> NmapRun:
+    """One nmap run, said as it ends."""
+    run = await run_nmap(cidr, PORT, timing, namespace, budget_s)
+    if run.finished:
+        say(
+            f"  nmap -sT {timing}: {run.wall_s:.2f} s, {run.open_ports} open; "
+            f"CPU {run.cpu_user_s:.2f} s user + {run.cpu_system_s:.2f} s system"
+        )
+    else:
+        estimate = f"{run.estimated_s:.0f} s" if run.estimated_s else "unknown"
+        say(f"  nmap -sT {timing}: stopped after {run.wall_s:.0f} s; its estimate: {estimate}")
+    return run
+
+
+def nmap_row(scenario: str, timing: str, cidr: str, run: NmapRun) -> Row:
+    """nmap's row: its wall time (when stopped, its own estimate of the whole run)."""
+    seconds = run.wall_s if run.finished else (run.estimated_s or run.wall_s)
+    tool = f"nmap {timing}" if run.finished else f"nmap {timing} (est)"
+    addresses = 2 ** (32 - int(cidr.split("/")[1]))
+    return Row(scenario, tool, None, seconds, addresses, run.open_ports)
+
+
+def speed_goal(best: Row | None, nmap: NmapRun, beacons: int) -> str:
+    """PASS or MISS for the full sweep: every node found, no slower than nmap."""
+    goal = f"full sweep: Ronin finds all {beacons} nodes no slower than nmap -T5 (goal <= 1.0x)"
+    if best is None or best.job_s is None:
+        return f"MISS {goal}: no run found every node"
+    ratio = best.job_s / nmap.wall_s
+    return (
+        f"{verdict(ratio <= SPEED_GOAL)} {goal}: {best.tool} {best.job_s:.2f} s job "
+        f"({best.wall_s:.2f} s process) vs nmap {nmap.wall_s:.2f} s = {ratio:.2f}x "
+        f"(process {best.wall_s / nmap.wall_s:.2f}x); nmap saw {nmap.open_ports} open"
+    )
+
+
+# --- Scenario 2: the silent sweep ------------------------------------------------------------
+
+
+def connect_timeout() -> str:
+    """The connect timeout Ronin's crawl gives its sweep (the DiscoveryOptions default)."""
+    from ronin.discovery.crawl import DiscoveryOptions
+
+    defaults = {f.name: f.default for f in dataclasses.fields(DiscoveryOptions)}
+    return f"{defaults.get('connect_timeout_s', '?')} s"
+
+
+async def silent_sweep(server: str, size: Size, report: Report) -> None:
+    """A range where every SYN is dropped: Ronin at each concurrency, then nmap -T4."""
+    cidr, scenario = size.silent_network, f"2 silent {size.silent_network}"
+    say(f"scenario 2: {cidr} in a namespace dropping SYNs to port {PORT}")
+    say(f"  Ronin's connect timeout: {connect_timeout()} (DiscoveryOptions.connect_timeout_s)")
+    with network_namespace("silent", [DROP_SYNS]) as namespace:
+        ronin = await ronin_runs(
+            scenario, server, cidr, size, report, repeats=1, namespace=namespace
+        )
+        ronin_syns = packets_counted(namespace, PORT)
+        nmap = await nmap_sweep(cidr, "-T4", size.nmap_budget_s, namespace)
+        nmap_syns = packets_counted(namespace, PORT) - ronin_syns
+    report.rows.append(nmap_row(scenario, "-T4", cidr, nmap))
+    report.notes.append(
+        f"{scenario}: SYNs dropped: {ronin_syns:,} from Ronin's runs, {nmap_syns:,} from nmap's"
+    )
+    report.goals.append(silent_goal(fastest(ronin), nmap))
+
+
+def silent_goal(best: Row | None, nmap: NmapRun) -> str:
+    """PASS or MISS for the silent sweep: Ronin within 1.5x of nmap.
+
+    A stopped nmap took longer than its budget, so Ronin's time over the budget is an upper
+    bound of the ratio; when that bound proves nothing, nmap's own estimate decides.
+    """
+    goal = f"silent sweep: Ronin within 1.5x of nmap -T4 (connect timeout {connect_timeout()})"
+    if best is None or best.job_s is None:
+        return f"MISS {goal}: no run completed"
+    versus = f"{best.tool} {best.job_s:.2f} s job ({best.wall_s:.2f} s process) vs nmap"
+    if nmap.finished:
+        ratio = best.job_s / nmap.wall_s
+        return (
+            f"{verdict(ratio <= SILENT_GOAL)} {goal}: {versus} {nmap.wall_s:.2f} s = {ratio:.2f}x"
+        )
+    bound = best.job_s / nmap.wall_s
+    estimated = best.job_s / nmap.estimated_s if nmap.estimated_s else None
+    met = bound <= SILENT_GOAL or (estimated is not None and estimated <= SILENT_GOAL)
+    estimate = f"{nmap.estimated_s:.0f} s (its estimate)" if nmap.estimated_s else "unknown"
+    shown = f"{estimated:.3f}x" if estimated is not None else "?"
+    return (
+        f"{verdict(met)} {goal}: {versus} > {nmap.wall_s:.0f} s (stopped there), "
+        f"~{estimate}: ratio <= {bound:.3f}x, ~{shown}"
+    )
+
+
+# --- Scenario 3: memory over a /8 ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Once a second during the memory run: SYNs so far, and what the job reported."""
+
+    at_s: float
+    syns: int
+    probed: int | None
+    status: str
+
+
+def probed_of(message: str, checkpoint: dict[str, Any] | None) -> int | None:
+    """Addresses probed, from the checkpoint's stats or else the progress message."""
+    resume = (checkpoint or {}).get("resume") or {}
+    stats = resume.get("stats") or {}
+    if "hosts_probed" in stats:
+        return int(stats["hosts_probed"])
+    match = PROBED.search(message)
+    return int(match.group(1)) if match else None
+
+
+async def watch(url: str, namespace: str, ticks: list[Tick], started: float) -> None:
+    """Every second, the SYN counter and the job's progress, until cancelled."""
+    while True:
+        await asyncio.sleep(1.0)
+        row = await fetch_row(url, JOB_STATE)
+        status, message, checkpoint = row or ("-", "", None)
+        syns = packets_counted(namespace, PORT)
+        at_s = time.monotonic() - started
+        ticks.append(Tick(at_s, syns, probed_of(message, checkpoint), f"{status} {message!r}"))
+
+
+async def memory_run(server: str, size: Size, report: Report) -> None:
+    """Ronin over a /8 for a while, memory sampled each second, then SIGINT."""
+    say(f"scenario 3: {MEMORY_NETWORK} for {size.memory_s:.0f} s, in a namespace counting SYNs")
+    with network_namespace("memory", [COUNT_SYNS]) as namespace:
+        async with scratch_database(server, "memory") as url:
+            measured, ticks = await watched_run(url, namespace, size)
+            syns_total = packets_counted(namespace, PORT)
+            final = await fetch_row(url, JOB_STATE)
+    say(f"  exit {measured.exit_code} {measured.wall_s - size.memory_s:.1f} s after SIGINT")
+    memory_findings(size, measured, ticks, syns_total, final, report)
+
+
+async def watched_run(url: str, namespace: str, size: Size) -> tuple[Measured, list[Tick]]:
+    """Ronin over the /8 until stopped; the SYN counter and the job read every second."""
+    ticks: list[Tick] = []
+    started = time.monotonic()
+    watcher = asyncio.create_task(watch(url, namespace, ticks, started), name="watch")
+    command = in_namespace(namespace, discover_command(MEMORY_NETWORK, size.memory_concurrency))
+    env = discover_env(url, MEMORY_NETWORK, RONIN_MAX_TARGET_PREFIX_V4="8")
+    try:
+        measured = await measure(command, env=env, stop_after_s=size.memory_s)
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+    return measured, ticks
+
+
+def memory_findings(
+    size: Size,
+    measured: Measured,
+    ticks: list[Tick],
+    syns_total: int,
+    final: tuple[Any, ...] | None,
+    report: Report,
+) -> None:
+    """The memory run's samples, row, goal and notes."""
+    samples = [rss / MIB for _, rss in measured.rss_each_second]
+    say("  RSS each second, MiB: " + " ".join(f"{s:.0f}" for s in samples))
+    running = [t for t in ticks if t.at_s <= (measured.stopped_at_s or measured.wall_s)]
+    say("  SYNs each second: " + " ".join(f"{t.syns:,}" for t in running))
+    reported = [str(t.probed) for t in running if t.probed is not None]
+    say(f"  job's probed count each second: {' '.join(reported) or 'never written'}")
+    say(f"  job after the stop: {final[0]} {final[1]!r}" if final else "  job: gone")
+    stopped_s = measured.stopped_at_s or measured.wall_s
+    syns = running[-1].syns if running else 0
+    scenario = f"3 memory {MEMORY_NETWORK}"
+    tool = f"ronin c={size.memory_concurrency}"
+    report.rows.append(
+        Row(
+            scenario,
+            tool,
+            job_s=None,
+            wall_s=stopped_s,
+            probed=syns,
+            found=0,
+            rss_mib=measured.peak_rss / MIB,
+            tree_rss_mib=measured.peak_tree_rss / MIB,
+        )
+    )
+    report.goals.append(memory_goal(samples, measured))
+    probed = next((t.probed for t in reversed(ticks) if t.probed is not None), None)
+    report.notes.append(
+        f"{scenario}: {syns:,} connect attempts (SYNs counted by iptables) in {stopped_s:.0f} s"
+        f" ({steady_rate(running):,.0f}/s over the last 10 s); {syns_total - syns:,} more after"
+        f" SIGINT; the job's own progress said {probed if probed is not None else 'nothing'}"
+        " probed"
+    )
+
+
+def steady_rate(ticks: list[Tick]) -> float:
+    """SYNs per second over the last 10 seconds of ticks."""
+    if len(ticks) < 2:
+        return 0.0
+    first = next((t for t in ticks if t.at_s >= ticks[-1].at_s - 10), ticks[0])
+    span = ticks[-1].at_s - first.at_s
+    return (ticks[-1].syns - first.syns) / span if span else 0.0
+
+
+def memory_goal(samples: list[float], measured: Measured) -> str:
+    """PASS or MISS: peak RSS (with children) under 200 MB, and flat."""
+    window = max(1, min(10, len(samples) // 2))
+    first = statistics.mean(samples[:window] or [0.0])
+    last = statistics.mean(samples[-window:] or [0.0])
+    growth = last / first - 1 if first else 0.0
+    peak = measured.peak_tree_rss / MIB
+    met = peak < MEMORY_GOAL_MIB and growth <= FLAT_GROWTH
+    return (
+        f"{verdict(met)} memory over {MEMORY_NETWORK}: peak {peak:.0f} MiB with children (goal "
+        f"< {MEMORY_GOAL_MIB:.0f}), samples {min(samples, default=0):.0f}-"
+        f"{max(samples, default=0):.0f} MiB, first {window} s mean {first:.0f} -> last "
+        f"{window} s mean {last:.0f} MiB ({growth:+.0%}; flat: within {FLAT_GROWTH:.0%})"
+    )
+
+
+# --- The table -------------------------------------------------------------------------------
+
+
+def print_table(report: Report) -> None:
+    """The summary: one row per run, then the goals and notes."""
+    say()
+    head = f"{'scenario':<24}{'tool':<16}{'job s':>8}{'process s':>10}{'probed':>12}"
+    say(f"{head}{'addr/s':>9}{'found':>7}{'services':>9}{'RSS MiB':>8}{'+child':>7}")
+    for row in report.rows:
+        job = f"{row.job_s:.2f}" if row.job_s is not None else "-"
+        services = str(row.services) if row.services is not None else "-"
+        rss = f"{row.rss_mib:.0f}" if row.rss_mib is not None else "-"
+        tree = f"{row.tree_rss_mib:.0f}" if row.tree_rss_mib is not None else "-"
+        say(
+            f"{row.scenario:<24}{row.tool:<16}{job:>8}{row.wall_s:>10.2f}{row.probed:>12,}"
+            f"{row.rate:>9,.0f}{row.found:>7}{services:>9}{rss:>8}{tree:>7}"
+        )
+    say("(job s: created_at to completed_at of the job; process s: the discover subprocess;")
+    say(" addr/s over job s when known; RSS: peak of the discover process, +child: with its")
+    say(" child processes; full sweep: median of the runs; nmap (est): stopped, its estimate)")
+    say()
+    for goal in report.goals:
+        say(goal)
+    for note in report.notes:
+        say(f"NOTE {note}")
+
+
+def load_average() -> str:
+    """The machine's load average (other work on it makes every figure noisier)."""
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+async def run(quick: bool) -> None:
+    """Every scenario in turn, then the table."""
+    current = asyncio.current_task()
+    assert current is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, current.cancel)
+    size = QUICK if quick else FULL
+    for line in machine_facts():
+        say(line)
+    say(f"at the start: {load_average()}")
+    say(f"open-files soft limit for the processes started here: {raise_fd_limit(FD_LIMIT)}")
+    for name in delete_stale_namespaces():
+        say(f"deleted namespace {name}, left by a killed run")
+    server, origin = server_url()
+    say(f"database: {origin}")
+    report, started = Report(), time.monotonic()
+    await full_sweep(server, size, report)
+    await silent_sweep(server, size, report)
+    await memory_run(server, size, report)
+    print_table(report)
+    say(f"wall time of the benchmark: {time.monotonic() - started:.0f} s; {load_average()}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; exit 0 unless it could not run."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.scan", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="a small size (what CI runs)")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        asyncio.run(run(args.quick))
+    except BenchError as exc:
+        print(f"error: the benchmark could not run: {exc}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("interrupted: everything started was stopped and removed", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
