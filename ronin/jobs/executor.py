@@ -27,11 +27,6 @@ def is_permanent(error: BaseException) -> bool:
     return isinstance(error, RoninError) and error.code in PERMANENT_CODES
 
 
-async def no_discovery(context: JobContext) -> dict[str, Any] | None:
-    """The executor until discovery lands: every job fails, saying why."""
-    raise ScanFailed("this Ronin has no discovery executor yet")
-
-
 def load_executor(reference: str) -> Executor:
     """An executor named ``module:attribute`` (for tests and plug-ins)."""
     module_name, _, attribute = reference.partition(":")
