@@ -16,7 +16,7 @@ from pathlib import Path
 # `python bench/map.py` puts bench/ first on sys.path, where a sibling script named like a
 # standard module (bench/queue.py) would shadow it for psycopg. Nothing is imported from bench/.
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import argparse
 import asyncio
@@ -47,6 +47,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from ronin.discovery.descriptor import CANONICAL_CLASSES
 from ronin.store.embedded import start_embedded
 from ronin.store.migrate import migrate
 from ronin.store.models import ServiceFilter, Sighting, UpsertResult
@@ -56,21 +57,7 @@ Connection = psycopg.AsyncConnection[Any]
 
 SEED_SCHEMA = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "seed_schema.sql"
 
-NODE_CLASSES = (
-    "Griot",
-    "Tohunga",
-    "Ronin",
-    "Musa",
-    "Hakim",
-    "Skald",
-    "Oracle",
-    "Junzi",
-    "Yachay",
-    "Sachem",
-    "Archon",
-    "Amauta",
-    "Mzee",
-)
+NODE_CLASSES = CANONICAL_CLASSES
 VOCABULARY = tuple(f"cap.{rank:03d}" for rank in range(200))
 ZIPF_S = 1.1
 # A pure power law over 200 names never drops below ~0.25% of services; an exponential cutoff

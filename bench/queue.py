@@ -15,10 +15,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# This file is named queue.py and Python puts its folder first on sys.path: psycopg's
-# `import queue` would import this file instead of the standard library's module.
+# Run it as `python -m bench.queue`. Run as a script, Python would put bench/ first on sys.path,
+# where this file, named queue.py, hides the standard module psycopg imports: use the
+# repository root instead.
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import argparse
 import asyncio
@@ -44,17 +45,17 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from bench import common
 from ronin.jobs.submit import submit_job
 from ronin.store.embedded import start_embedded
 from ronin.store.jobs import JobStore
-from ronin.store.migrate import migrate
 from ronin.store.queries import query
 
-Connection = psycopg.AsyncConnection[Any]
+Connection = common.Connection
+connect = common.connect
 
 SCRIPT = Path(__file__).resolve()
 ROOT = SCRIPT.parents[1]
@@ -320,11 +321,6 @@ def server_url() -> tuple[str, str]:
     return start_embedded(data_dir), "embedded"
 
 
-async def connect(url: str) -> Connection:
-    """An autocommit connection."""
-    return await psycopg.AsyncConnection.connect(url, autocommit=True)
-
-
 async def fetch_value(url: str, statement: str) -> Any:
     """The first column of the first row of one statement, on a connection of its own."""
     async with await connect(url) as conn:
@@ -333,21 +329,9 @@ async def fetch_value(url: str, statement: str) -> Any:
     return row[0]
 
 
-@asynccontextmanager
-async def scratch_database(server: str, label: str) -> AsyncIterator[str]:
-    """A fresh migrated database; dropped on the way out, whatever happened."""
-    name = f"ronin_bench_queue_{label}_{secrets.token_hex(4)}"
-    async with await connect(server) as conn:
-        await conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = make_conninfo(server, dbname=name)
-    try:
-        async with await connect(url) as conn:
-            await migrate(conn)
-        yield url
-    finally:
-        async with await connect(server) as conn:
-            drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-            await conn.execute(drop.format(sql.Identifier(name)))
+def scratch_database(server: str, label: str) -> AbstractAsyncContextManager[str]:
+    """A fresh migrated database for ``label``; dropped on the way out."""
+    return common.scratch_database(server, f"ronin_bench_queue_{label}")
 
 
 @asynccontextmanager
@@ -645,7 +629,8 @@ async def spawn_naive(url: str, mode: str = "--naive-loop") -> asyncio.subproces
     """One naive loop in a process of its own, connected and waiting for the start."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
-        str(SCRIPT),
+        "-m",
+        "bench.queue",
         mode,
         url,
         cwd=ROOT,

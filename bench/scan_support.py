@@ -17,7 +17,6 @@ import os
 import platform
 import re
 import resource
-import secrets
 import shutil
 import signal
 import subprocess
@@ -25,20 +24,18 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
-import psycopg
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
+from bench import common
 from ronin.store.embedded import start_embedded
-from ronin.store.migrate import migrate
 
-Connection = psycopg.AsyncConnection[Any]
+Connection = common.Connection
+connect = common.connect
 
 ROOT = Path(__file__).resolve().parents[1]
 MIB = 1024 * 1024
@@ -104,32 +101,15 @@ def server_url() -> tuple[str, str]:
     return start_embedded(data_dir), "embedded"
 
 
-async def connect(url: str) -> Connection:
-    """An autocommit connection."""
-    return await psycopg.AsyncConnection.connect(url, autocommit=True)
-
-
 async def fetch_row(url: str, statement: str) -> tuple[Any, ...] | None:
     """The first row of one statement, on a connection of its own."""
     async with await connect(url) as conn:
         return await (await conn.execute(statement)).fetchone()
 
 
-@asynccontextmanager
-async def scratch_database(server: str, label: str) -> AsyncIterator[str]:
-    """A fresh migrated database; dropped on the way out, whatever happened."""
-    name = f"ronin_bench_scan_{label}_{secrets.token_hex(4)}"
-    async with await connect(server) as conn:
-        await conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = make_conninfo(server, dbname=name)
-    try:
-        async with await connect(url) as conn:
-            await migrate(conn)
-        yield url
-    finally:
-        async with await connect(server) as conn:
-            drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-            await conn.execute(drop.format(sql.Identifier(name)))
+def scratch_database(server: str, label: str) -> AbstractAsyncContextManager[str]:
+    """A fresh migrated database for ``label``; dropped on the way out."""
+    return common.scratch_database(server, f"ronin_bench_scan_{label}")
 
 
 # --- Network namespaces ----------------------------------------------------------------------

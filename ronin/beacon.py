@@ -31,21 +31,6 @@ KOS_VERSION: Final = "1.0"
 DESCRIPTOR_PATH: Final = "/.well-known/kos-node"
 DEFAULT_PROTOCOLS: Final = ("klf/1.0", "http/1.1")
 DEFAULT_CAPABILITIES: Final = ("package_distribution", "knowledge_preservation")
-CANONICAL_CLASSES: Final = (
-    "Griot",
-    "Tohunga",
-    "Ronin",
-    "Musa",
-    "Hakim",
-    "Skald",
-    "Oracle",
-    "Junzi",
-    "Yachay",
-    "Sachem",
-    "Archon",
-    "Amauta",
-    "Mzee",
-)
 MAX_ID_CHARS: Final = 255
 MAX_NODE_CLASS_CHARS: Final = 100
 MAX_CAPABILITIES: Final = 128

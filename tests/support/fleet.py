@@ -33,7 +33,6 @@ from types import TracebackType
 from typing import Any, Final, Self
 
 from ronin.beacon import (
-    CANONICAL_CLASSES,
     KOS_PORT,
     BeaconServer,
     ServiceSpec,
@@ -42,6 +41,7 @@ from ronin.beacon import (
     descriptor_url,
     make_descriptor,
 )
+from ronin.discovery.descriptor import CANONICAL_CLASSES
 
 DEFAULT_NETWORK: Final = "127.42.0.0/20"
 #: A hostile node waits this long for a request's head before it gives up on the client.

@@ -11,7 +11,6 @@ import pytest
 from typer.testing import CliRunner
 
 from ronin.beacon import (
-    CANONICAL_CLASSES,
     DEFAULT_CAPABILITIES,
     MAX_DOCUMENT_BYTES,
     ServiceSpec,
@@ -27,6 +26,7 @@ from ronin.beacon import (
     node_id_of,
 )
 from ronin.cli import app
+from ronin.discovery.descriptor import CANONICAL_CLASSES
 from ronin.errors import InvalidValue
 
 DID = re.compile(r"^did:[a-z0-9]+:[A-Za-z0-9._:%-]+$")
