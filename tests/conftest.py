@@ -9,7 +9,10 @@ milliseconds, and drops it ``WITH (FORCE)`` afterwards.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
@@ -39,12 +42,31 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
+def server_directory(prefix: str) -> Path:
+    """A directory for an embedded server, outside pytest's private temporary tree.
+
+    The server runs as another user (``embedded_postgres``, when the tests run as root), and
+    pytest makes its tree private again whenever a pytest session starts: a server in there
+    would lose access to its own files. The directory is removed at exit, after the server
+    has stopped (``atexit`` runs handlers last-registered first).
+    """
+    directory = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    return directory
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    """A RONIN_DATA_DIR for ronin processes started by one test."""
+    return server_directory("ronin-test-data-")
+
+
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+def server_url() -> str:
     """A connection URL for the test server's maintenance database."""
     if EXTERNAL_SERVER_URL:
         return EXTERNAL_SERVER_URL
-    return start_embedded(tmp_path_factory.mktemp("embedded"))
+    return start_embedded(server_directory("ronin-test-server-"))
 
 
 def database_url(server: str, name: str) -> str:

@@ -43,23 +43,23 @@ def wait_until(condition: object, timeout_s: float = 10) -> bool:
     return False
 
 
-def test_first_command_on_a_new_machine_just_works(tmp_path: Path) -> None:
-    done = ronin("map", "summary", "--json", RONIN_DATA_DIR=str(tmp_path))
+def test_first_command_on_a_new_machine_just_works(data_dir: Path) -> None:
+    done = ronin("map", "summary", "--json", RONIN_DATA_DIR=str(data_dir))
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"services": 0, "nodes": 0, "classes": []}
-    pgdata = tmp_path / "pgdata"
+    pgdata = data_dir / "pgdata"
     assert (pgdata / "PG_VERSION").exists()
     assert wait_until(lambda: not postgres_running_in(pgdata.resolve()))
 
 
-def test_a_running_embedded_server_is_shared_not_restarted(tmp_path: Path) -> None:
+def test_a_running_embedded_server_is_shared_not_restarted(data_dir: Path) -> None:
     holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
             "import sys; from pathlib import Path; from ronin.store.embedded import start_embedded;"
             "print(start_embedded(Path(sys.argv[1])), flush=True); sys.stdin.read()",
-            str(tmp_path),
+            str(data_dir),
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -68,9 +68,9 @@ def test_a_running_embedded_server_is_shared_not_restarted(tmp_path: Path) -> No
     try:
         assert holder.stdout is not None
         assert "host=" in holder.stdout.readline()
-        pgdata = (tmp_path / "pgdata").resolve()
+        pgdata = (data_dir / "pgdata").resolve()
         pid_before = (pgdata / "postmaster.pid").read_text().split()[0]
-        done = ronin("map", "summary", "--json", RONIN_DATA_DIR=str(tmp_path))
+        done = ronin("map", "summary", "--json", RONIN_DATA_DIR=str(data_dir))
         assert done.returncode == 0, done.stderr
         # The holder still uses it: the command joined the server and left it running.
         assert (pgdata / "postmaster.pid").read_text().split()[0] == pid_before
@@ -121,7 +121,7 @@ def test_bad_input_gets_one_clear_line(
     assert "Traceback" not in done.stderr
 
 
-def test_discover_wait_runs_the_job_here_and_says_how_it_went(tmp_path: Path) -> None:
+def test_discover_wait_runs_the_job_here_and_says_how_it_went(data_dir: Path) -> None:
     from tests.support.fleet import free_port
 
     port = free_port("127.8.0.1")
@@ -144,7 +144,7 @@ def test_discover_wait_runs_the_job_here_and_says_how_it_went(tmp_path: Path) ->
     try:
         assert beacon.stdout is not None
         assert "serving" in beacon.stdout.readline()
-        env = {"RONIN_DATA_DIR": str(tmp_path)}
+        env = {"RONIN_DATA_DIR": str(data_dir)}
         done = ronin("discover", "127.8.0.0/29", "--port", str(port), "--wait", "--json", **env)
         assert done.returncode == 0, done.stderr
         job = json.loads(done.stdout)
@@ -164,8 +164,8 @@ def test_discover_wait_runs_the_job_here_and_says_how_it_went(tmp_path: Path) ->
     assert summary["classes"][0]["node_class"] == "Tohunga"
 
 
-def test_discover_refuses_a_target_outside_the_scope(tmp_path: Path) -> None:
-    done = ronin("discover", "8.8.8.0/24", "--wait", RONIN_DATA_DIR=str(tmp_path))
+def test_discover_refuses_a_target_outside_the_scope(data_dir: Path) -> None:
+    done = ronin("discover", "8.8.8.0/24", "--wait", RONIN_DATA_DIR=str(data_dir))
     assert done.returncode == 1
     assert "outside the networks this Ronin may probe" in done.stderr
     assert "Traceback" not in done.stderr

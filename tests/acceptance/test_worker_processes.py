@@ -19,6 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from ronin.jobs.submit import submit_job
 from ronin.store.jobs import JobStore
+from tests.conftest import server_directory
 from tests.support.executors import target
 
 ROOT = Path(__file__).parents[2]
@@ -198,12 +199,14 @@ def test_sigterm_hands_running_jobs_back_without_spending_an_attempt(
 
 
 @pytest.mark.slow
-def test_workers_ride_out_a_database_restart(tmp_path: Path, workers: Workers) -> None:
+def test_workers_ride_out_a_database_restart(workers: Workers) -> None:
     """A server of this test's own, stopped and started again while workers run jobs."""
     from ronin.store.embedded import _import_library
 
     library = _import_library()
-    server = library.get_server(tmp_path / "pgdata", cleanup_mode="stop")
+    server = library.get_server(
+        server_directory("ronin-test-restart-") / "pgdata", cleanup_mode="stop"
+    )
     with psycopg.connect(server.get_uri(), autocommit=True) as conn:
         conn.execute("CREATE DATABASE restart")
     db_url = server.get_uri(database="restart")
