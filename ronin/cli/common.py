@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sys
 from collections.abc import Callable, Coroutine
+from dataclasses import asdict, is_dataclass
+from datetime import datetime
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
@@ -25,8 +28,10 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="The database: migrations and schema status.", no_args_is_help=True)
 map_app = typer.Typer(help="The map of discovered services.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Discovery jobs: list, show, cancel, follow.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(map_app, name="map")
+app.add_typer(jobs_app, name="jobs")
 
 console = Console()
 error_console = Console(stderr=True)
@@ -70,3 +75,14 @@ def fail(exc: RoninError) -> NoReturn:
 def service_map(database: Database, settings: Settings) -> ServiceMap:
     """The map on ``database``, with the configured freshness window."""
     return ServiceMap(database.pool, freshness_window=settings.freshness_window)
+
+
+def as_json(value: Any) -> str:
+    """A dataclass (or anything JSON-like) as indented JSON; times in ISO 8601."""
+
+    def default(item: Any) -> Any:
+        if is_dataclass(item) and not isinstance(item, type):
+            return asdict(item)
+        return item.isoformat() if isinstance(item, datetime) else str(item)
+
+    return json.dumps(value, default=default, indent=2)

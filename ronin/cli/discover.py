@@ -224,6 +224,10 @@ def discover(
     elif wait:
         print_summary(job, console)
     else:
-        console.print(f"queued job {job.job_id}: run `ronin worker`, or follow it with --wait")
+        console.print(
+            f"queued job {job.job_id}: a worker (ronin worker) runs it; "
+            f"ronin jobs follow {job.job_id} shows its progress",
+            soft_wrap=True,
+        )
     if job.status == "failed":
         raise typer.Exit(1)

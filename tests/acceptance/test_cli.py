@@ -169,3 +169,29 @@ def test_discover_refuses_a_target_outside_the_scope(data_dir: Path) -> None:
     assert done.returncode == 1
     assert "outside the networks this Ronin may probe" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_an_operator_lists_shows_and_cancels_jobs(data_dir: Path) -> None:
+    env = {"RONIN_DATA_DIR": str(data_dir)}
+    queued = ronin("discover", "127.9.0.0/24", "--json", **env)
+    assert queued.returncode == 0, queued.stderr
+    job_id = json.loads(queued.stdout)["job_id"]
+
+    listed = json.loads(ronin("jobs", "list", "--json", **env).stdout)
+    assert [job["job_id"] for job in listed["items"]] == [job_id]
+    assert listed["items"][0]["status"] == "pending"
+
+    cancelled = ronin("jobs", "cancel", job_id, **env)
+    assert cancelled.returncode == 0, cancelled.stderr
+    shown = json.loads(ronin("jobs", "show", job_id, "--json", **env).stdout)
+    assert shown["job"]["status"] == "failed"
+    assert shown["job"]["error"]["code"] == "CANCELLED"
+    assert shown["attempts"] == []
+
+    again = ronin("jobs", "cancel", job_id, **env)
+    assert again.returncode == 1
+    assert "already ended failed" in again.stderr
+    followed = ronin("jobs", "follow", job_id, **env)
+    assert followed.returncode == 1
+    assert "failed" in followed.stdout
+    assert ronin("jobs", "show", "not-a-job", **env).returncode == 1
