@@ -162,12 +162,6 @@ class ServiceMap:
             cur = await conn.execute(explain, params, prepare=False)
             return [str(row[0]) for row in await cur.fetchall()]
 
-    async def estimated_total(self) -> int:
-        """The planner's estimate of the map's size, for free (-1 before the first ANALYZE)."""
-        async with self._connection() as conn:
-            row = await (await conn.execute(query("estimated_service_count"))).fetchone()
-        return int(row[0]) if row else 0
-
     async def summary(self) -> MapSummary:
         """Services, nodes and latest sighting per class: a full scan, for operators."""
         async with self._connection() as conn:

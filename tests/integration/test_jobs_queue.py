@@ -249,3 +249,13 @@ async def test_job_pages_walk_every_job_newest_first(store: JobStore) -> None:
         cursor = page.next_cursor
     assert seen == ids[::-1]
     assert (await store.list_jobs(status="running")).items == []
+
+
+async def test_a_schedule_is_removed_by_name_or_id(store: JobStore) -> None:
+    first = await add_schedule(store, "by-name", target("noop"), 3600)
+    second = await add_schedule(store, "by-id", target("noop"), 3600)
+    await store.remove_schedule("by-name")
+    await store.remove_schedule(str(second))
+    assert await store.schedules() == []
+    with pytest.raises(NotFound):
+        await store.remove_schedule(str(first))

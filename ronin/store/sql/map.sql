@@ -124,12 +124,6 @@ SELECT wanted.capability, (
 ) AS holders
 FROM unnest(%(capabilities)s::text[]) AS wanted(capability)
 
--- name: estimated_service_count
--- The planner's estimate of the map's size: free, and close enough for a summary.
-SELECT greatest(reltuples, 0)::bigint
-FROM pg_class
-WHERE oid = 'discovered_services'::regclass
-
 -- name: summary_by_class
 -- Services, nodes and the latest sighting per node class (a full scan: for operators only).
 SELECT node_class, count(*) AS services, count(DISTINCT node_id) AS nodes,
