@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal, cast
 
 import platformdirs
 
@@ -22,6 +26,23 @@ DEFAULT_JOB_TIMEOUT = timedelta(hours=2)
 DEFAULT_POLL_INTERVAL = timedelta(seconds=2)
 DEFAULT_SHUTDOWN_GRACE = timedelta(seconds=10)
 DEFAULT_JOB_RETENTION = timedelta(days=30)
+
+
+Scope = Literal["read", "write"]
+MIN_TOKEN_CHARS = 16
+_TOKEN = re.compile(r"^[A-Za-z0-9._~+/=-]+$")
+_DID = re.compile(r"^did:[a-z0-9]+:[A-Za-z0-9._:%-]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    """A bearer token the API accepts; ``write`` also allows everything ``read`` does."""
+
+    token: str
+    scope: Scope
+
+    def __repr__(self) -> str:  # never print a secret
+        return f"ApiToken(scope={self.scope!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +65,14 @@ class Settings:
     allow: str | None = None
     max_target_prefix_v4: int = 16
     max_target_prefix_v6: int = 112
+    #: API bearer tokens (RONIN_API_TOKENS: ``scope:token`` pairs, comma-separated).
+    api_tokens: tuple[ApiToken, ...] = ()
+    #: This node's DID, the ``from`` of the KLF messages it sends.
+    node_id: str = field(default_factory=lambda: default_node_id())
+    #: A remote Ronin's API (RONIN_URL) the operator commands use instead of the database.
+    remote_url: str | None = None
+    #: The bearer token sent to ``remote_url`` (RONIN_TOKEN).
+    remote_token: str | None = None
 
     @property
     def embedded(self) -> bool:
@@ -79,7 +108,42 @@ class Settings:
             max_target_prefix_v6=int(
                 _number(env, "RONIN_MAX_TARGET_PREFIX_V6", defaults.max_target_prefix_v6)
             ),
+            api_tokens=parse_tokens(env.get("RONIN_API_TOKENS", "")),
+            node_id=_node_id(env.get("RONIN_NODE_ID") or default_node_id()),
+            remote_url=(env.get("RONIN_URL") or "").rstrip("/") or None,
+            remote_token=env.get("RONIN_TOKEN") or None,
         )
+
+
+def parse_tokens(text: str) -> tuple[ApiToken, ...]:
+    """``read:abc...,write:def...`` as tokens; a clear error for a weak or malformed one."""
+    tokens = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        scope, _, token = item.partition(":")
+        if scope not in ("read", "write"):
+            raise InvalidValue(
+                "RONIN_API_TOKENS holds scope:token pairs, the scope read or write",
+                field="RONIN_API_TOKENS",
+            )
+        if len(token) < MIN_TOKEN_CHARS or not _TOKEN.match(token):
+            raise InvalidValue(
+                f"an API token has at least {MIN_TOKEN_CHARS} characters of A-Z a-z 0-9 ._~+/=-",
+                field="RONIN_API_TOKENS",
+            )
+        tokens.append(ApiToken(token=token, scope=cast(Scope, scope)))
+    return tuple(tokens)
+
+
+def default_node_id() -> str:
+    """A DID stable for this machine: ``did:kos:ronin:`` and a digest of the host name."""
+    digest = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:12]
+    return f"did:kos:ronin:{digest}"
+
+
+def _node_id(value: str) -> str:
+    if len(value) > 255 or not _DID.match(value):
+        raise InvalidValue(f"RONIN_NODE_ID must be a DID, not {value!r}", field="RONIN_NODE_ID")
+    return value
 
 
 def _seconds(env: Mapping[str, str], name: str, default: timedelta) -> timedelta:

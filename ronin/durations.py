@@ -17,7 +17,10 @@ def parse_duration(text: str, *, field: str = "duration") -> timedelta:
     if match is None:
         raise InvalidValue(f"{field} must look like 90s, 15m, 12h or 7d, not {text!r}", field=field)
     amount, unit = float(match[1]), match[2] or "s"
-    duration = timedelta(**{_UNITS[unit]: amount})
+    try:
+        duration = timedelta(**{_UNITS[unit]: amount})
+    except OverflowError:
+        raise InvalidValue(f"{field} {text!r} is too long", field=field) from None
     if duration <= timedelta(0):
         raise InvalidValue(f"{field} must be longer than zero", field=field)
     return duration

@@ -8,9 +8,15 @@ HTTP status an API answer would use, so every layer reports a failure the same w
     |   +-- UnstorableValue     a string or number PostgreSQL cannot store (NUL, surrogate, NaN)
     |   +-- InvalidCursor       a pagination cursor Ronin did not issue
     |   +-- InvalidTarget       job parameters that break PROTOCOL.md section 5
+    |   +-- InvalidJson         a request body that is not JSON
+    +-- PayloadTooLarge         a request body over the API's cap
+    +-- Unauthenticated         no API token, or one the node does not know
+    +-- InsufficientScope       a read-only token on a route that writes
+    +-- UnsupportedMessage      a KLF message or task this node does not handle
     +-- ForbiddenTarget         a target outside the scope policy
     +-- NotFound                no such job, service or schedule
     +-- JobFinished             the job already ended
+    +-- AlreadyExists           a schedule name already taken
     +-- DatabaseError           the database could not be reached or answered with an error
         +-- SchemaOutOfDate     the schema is older than this Ronin; names the command that fixes it
         +-- EmbeddedServerError the embedded PostgreSQL could not be started
@@ -101,4 +107,46 @@ class JobFinished(RoninError):
     """The job already ended; it cannot be cancelled or changed."""
 
     code = "JOB_FINISHED"
+    http_status = 409
+
+
+class InvalidJson(InvalidValue):
+    """A request body that does not parse as JSON."""
+
+    code = "INVALID_JSON"
+    http_status = 400
+
+
+class PayloadTooLarge(RoninError):
+    """A request body larger than the API accepts."""
+
+    code = "PAYLOAD_TOO_LARGE"
+    http_status = 413
+
+
+class Unauthenticated(RoninError):
+    """A request without a bearer token, or with one the node does not know."""
+
+    code = "UNAUTHENTICATED"
+    http_status = 401
+
+
+class InsufficientScope(RoninError):
+    """A token whose scope does not allow the route (a read token on a write route)."""
+
+    code = "INSUFFICIENT_SCOPE"
+    http_status = 403
+
+
+class UnsupportedMessage(RoninError):
+    """A KLF message type or task this node does not handle."""
+
+    code = "UNSUPPORTED_MESSAGE"
+    http_status = 422
+
+
+class AlreadyExists(RoninError):
+    """A name already taken (a schedule's)."""
+
+    code = "ALREADY_EXISTS"
     http_status = 409

@@ -55,11 +55,16 @@ def version() -> None:
     console.print(__version__)
 
 
-def run(work: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
+def run(
+    work: Callable[[Settings], Coroutine[Any, Any, T]],
+    *,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+) -> T:
     """Run one command's coroutine; a Ronin error becomes a one-line message and exit 1."""
     try:
         settings = Settings.from_env()
-        return asyncio.run(work(settings))
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(work(settings))
     except RoninError as exc:
         fail(exc)
 

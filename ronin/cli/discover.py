@@ -28,7 +28,7 @@ from ronin.discovery.executor import discovery_executor
 from ronin.discovery.params import KOS_PORT
 from ronin.discovery.policy import ScopePolicy
 from ronin.errors import RoninError
-from ronin.jobs.follow import follow_job
+from ronin.jobs.follow import JobEvents, follow_job
 from ronin.jobs.submit import submit_job
 from ronin.jobs.worker import Worker, WorkerOptions
 from ronin.store.database import open_database
@@ -136,15 +136,17 @@ async def _show(conninfo: str, store: JobStore, job_id: uuid.UUID, console: Cons
         )
         with Progress(*columns, console=console, transient=True) as bar:
             task = bar.add_task("discovering", total=100, message="")
-            async for job in follow_job(conninfo, store, job_id):
-                bar.update(task, completed=job.progress, message=job.progress_message)
-                final = job
+            async with JobEvents(conninfo) as events:
+                async for job in follow_job(store, job_id, events):
+                    bar.update(task, completed=job.progress, message=job.progress_message)
+                    final = job
     else:
-        async for job in follow_job(conninfo, store, job_id):
-            console.print(
-                f"{job.status} {job.progress:3d}% {job.progress_message}", highlight=False
-            )
-            final = job
+        async with JobEvents(conninfo) as events:
+            async for job in follow_job(store, job_id, events):
+                console.print(
+                    f"{job.status} {job.progress:3d}% {job.progress_message}", highlight=False
+                )
+                final = job
     assert final is not None
     return final
 

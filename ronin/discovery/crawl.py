@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from ronin import metrics
 from ronin.discovery.descriptor import NodeDescriptor
 from ronin.discovery.http_probe import (
     DEFAULT_CONNECT_TIMEOUT_S,
@@ -201,15 +202,18 @@ class Crawl:
         """Fetch one node's descriptor and record its services; a failure is counted."""
         self.stats["hosts_probed"] += 1
         self.visited.add(_node_key(url))
-        result = await fetch_descriptor(
-            self.session,
-            descriptor_url(url),
-            self.options.policy,
-            total_timeout_s=self.options.total_timeout_s,
-        )
+        with metrics.PROBE_SECONDS.time():
+            result = await fetch_descriptor(
+                self.session,
+                descriptor_url(url),
+                self.options.policy,
+                total_timeout_s=self.options.total_timeout_s,
+            )
         if isinstance(result, Failed):
             self.context.probe_failed(result.reason)
+            metrics.probe_failed(result.reason)
             return
+        metrics.probe_succeeded()
         self.stats["nodes"] += 1
         self._add_sightings(result, discovery_method)
         for _, reason in result.descriptor.skipped:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
-import uuid
 from typing import Any
 
 from ronin.discovery.params import parse_params
 from ronin.discovery.policy import ScopePolicy
 from ronin.errors import InvalidValue
-from ronin.store.job_models import Job
+from ronin.store.job_models import Job, Schedule
 from ronin.store.jobs import JobStore
 
 MAX_IDEMPOTENCY_KEY_CHARS = 255
@@ -30,9 +29,7 @@ async def submit_job(
     whether it is new: a retried submission with the same idempotency
     key gets the first one's job back.
     """
-    parsed = parse_params(params)
-    if policy is not None and parsed.target_type == "network_cidr":
-        policy.check_target(ipaddress.ip_network(parsed.target))
+    _check(params, policy)
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS:
         raise InvalidValue(
             f"an idempotency key has 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters",
@@ -44,11 +41,20 @@ async def submit_job(
     return await store.get(job_id), new
 
 
-async def add_schedule(store: JobStore, name: str, params: Any, interval_s: int) -> uuid.UUID:
+async def add_schedule(
+    store: JobStore, name: str, params: Any, interval_s: int, *, policy: ScopePolicy | None = None
+) -> Schedule:
     """Register a recurring discovery after validating its params like a job's."""
-    parse_params(params)
+    _check(params, policy)
     if not name or len(name) > 100:
         raise InvalidValue("a schedule name has 1 to 100 characters", field="name")
     if interval_s < 60:
         raise InvalidValue("a schedule runs at most once a minute", field="interval")
-    return (await store.add_schedule(name, params, interval_s)).schedule_id
+    return await store.add_schedule(name, params, interval_s)
+
+
+def _check(params: Any, policy: ScopePolicy | None) -> None:
+    """Valid params (PROTOCOL.md section 5), and a network target inside ``policy``."""
+    parsed = parse_params(params)
+    if policy is not None and parsed.target_type == "network_cidr":
+        policy.check_target(ipaddress.ip_network(parsed.target))

@@ -23,6 +23,7 @@ from typing import Any
 
 import psycopg
 
+from ronin import metrics
 from ronin.config import Settings
 from ronin.discovery.params import parse_params
 from ronin.errors import DatabaseError, RoninError
@@ -30,6 +31,7 @@ from ronin.jobs.backoff import retry_delay
 from ronin.jobs.batching import FinishBatcher
 from ronin.jobs.context import JobContext, LeaseLost
 from ronin.jobs.executor import Executor, is_permanent
+from ronin.jobs.waits import wait_any
 from ronin.store.job_models import ClaimedJob, JobStatus
 from ronin.store.jobs import CANCELLED_ERROR, Finish, JobStore
 from ronin.store.services import ServiceMap
@@ -145,13 +147,13 @@ class Worker:
                 except DatabaseError as exc:
                     logger.warning("worker %s cannot reach the database: %s", self.worker_id, exc)
                     claimed = []
-                    await _wait_any(stop, timeout_s=delay)
+                    await wait_any(stop, timeout_s=delay)
                     delay = min(delay * 2, MAX_RECONNECT_DELAY_S)
                     continue
                 free = self.options.concurrency - self.running
                 if claimed and free > 0:
                     continue  # there may be more waiting
-                await _wait_any(stop, self._wake, timeout_s=self._poll_s())
+                await wait_any(stop, self._wake, timeout_s=self._poll_s())
                 if self.running:
                     # A busy worker lets a few more slots free up, to claim them in one
                     # statement; an idle one claims at once.
@@ -183,7 +185,9 @@ class Worker:
         free = self.options.concurrency - self.running
         if free <= 0:
             return []
-        claimed = await self._store.claim(self.worker_id, batch=free, lease=self.options.lease)
+        with metrics.CLAIM_SECONDS.time():
+            claimed = await self._store.claim(self.worker_id, batch=free, lease=self.options.lease)
+        metrics.JOBS_CLAIMED.inc(len(claimed))
         for job in claimed:
             running = _RunningJob(job, self.options.lease.total_seconds())
             self._running[job.job_id] = running
@@ -401,7 +405,7 @@ class Worker:
             )
         while self._tasks and not self._hurry.is_set() and time.monotonic() < deadline:
             self._wake.clear()
-            await _wait_any(self._hurry, self._wake, timeout_s=deadline - time.monotonic())
+            await wait_any(self._hurry, self._wake, timeout_s=deadline - time.monotonic())
         for running in list(self._running.values()):
             running.stop("shutdown")
         if self._tasks:
@@ -410,14 +414,3 @@ class Worker:
 
     def _poll_s(self) -> float:
         return self.options.poll_interval.total_seconds()
-
-
-async def _wait_any(*events: asyncio.Event, timeout_s: float) -> None:
-    """Wait until any event is set or the timeout passes."""
-    waiters = [asyncio.create_task(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-        await asyncio.gather(*waiters, return_exceptions=True)

@@ -84,6 +84,11 @@ async def open_database(
     if migrate is None:
         migrate = settings.embedded
     await prepare_schema(conninfo, migrate=migrate)
+    return await open_pool(conninfo, settings, for_worker=for_worker)
+
+
+async def open_pool(conninfo: str, settings: Settings, *, for_worker: bool = False) -> Database:
+    """A ready pool on ``conninfo``, whose schema the caller has already checked."""
     statement_timeout_ms = round(settings.statement_timeout_s * 1000)
 
     async def configure(conn: psycopg.AsyncConnection[Any]) -> None:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from ronin.store.models import Service
+
 JobStatus = Literal["pending", "running", "completed", "failed"]
 JOB_STATUSES: tuple[JobStatus, ...] = ("pending", "running", "completed", "failed")
 FINISHED: tuple[JobStatus, ...] = ("completed", "failed")
@@ -85,4 +87,20 @@ class JobPage:
     """One keyset page of jobs, newest first, and the cursor of the next."""
 
     items: list[Job]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class FoundService:
+    """A service a job found: ``new`` to the map or ``refreshed``, as the map holds it now."""
+
+    outcome: str
+    service: Service
+
+
+@dataclass(frozen=True, slots=True)
+class FoundPage:
+    """One keyset page of what a job found, and the cursor of the next."""
+
+    items: list[FoundService]
     next_cursor: str | None

@@ -19,9 +19,20 @@ import psycopg
 from psycopg.rows import class_row, dict_row
 from psycopg.types.json import Jsonb
 
-from ronin.errors import InvalidCursor, JobFinished, NotFound
+from ronin.errors import AlreadyExists, InvalidCursor, JobFinished, NotFound
+from ronin.store.cursor import decode_cursor, encode_cursor
 from ronin.store.database import pooled_connection
-from ronin.store.job_models import Attempt, ClaimedJob, Job, JobPage, JobStatus, Schedule
+from ronin.store.job_models import (
+    Attempt,
+    ClaimedJob,
+    FoundPage,
+    FoundService,
+    Job,
+    JobPage,
+    JobStatus,
+    Schedule,
+)
+from ronin.store.models import Service
 from ronin.store.queries import query
 from ronin.store.services import Pool
 
@@ -248,6 +259,28 @@ class JobStore:
             cur = await conn.execute(query("job_service_ids"), {"job_id": job_id})
             return [(row[0], row[1]) for row in await cur.fetchall()]
 
+    async def found_services(
+        self, job_id: uuid.UUID, *, limit: int = 100, cursor: str | None = None
+    ) -> FoundPage:
+        """A page of what a job found, in ``service_id`` order."""
+        after = decode_cursor(cursor) if cursor is not None else None
+        limit = min(max(limit, 1), MAX_JOB_PAGE)
+        async with self.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(
+                query("job_services_page"), {"job_id": job_id, "after": after, "limit": limit}
+            )
+            rows = await cur.fetchall()
+        items = [FoundService(row.pop("outcome"), Service(**row)) for row in rows]
+        last = items[-1].service.service_id if len(items) == limit else None
+        return FoundPage(items, encode_cursor(last) if last else None)
+
+    async def count_by_status(self) -> dict[str, int]:
+        """How many jobs are in each status."""
+        async with self.connection() as conn:
+            cur = await conn.execute(query("count_jobs_by_status"))
+            return {str(status): int(count) for status, count in await cur.fetchall()}
+
     async def prune(self, cutoff: datetime) -> int:
         """Delete jobs that finished before ``cutoff`` with everything attached to them."""
         async with self.connection() as conn:
@@ -263,7 +296,8 @@ class JobStore:
                 {"name": name, "params": Jsonb(params), "interval_s": interval_s},
             )
             schedule = await cur.fetchone()
-        assert schedule is not None
+        if schedule is None:
+            raise AlreadyExists(f"a schedule named {name!r} exists already", field="name")
         return schedule
 
     async def schedules(self) -> list[Schedule]:

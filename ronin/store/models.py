@@ -160,3 +160,21 @@ class MapSummary:
     @property
     def nodes(self) -> int:
         return sum(c.nodes for c in self.classes)
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A node of the map: its services, grouped."""
+
+    node_id: str
+    node_class: str
+    last_seen: datetime
+    services: list[Service]
+
+
+@dataclass(frozen=True, slots=True)
+class NodePage:
+    """One keyset page of nodes and the cursor of the next, if any."""
+
+    items: list[Node]
+    next_cursor: str | None

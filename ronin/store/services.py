@@ -22,6 +22,8 @@ from ronin.store.models import (
     Conflict,
     Count,
     MapSummary,
+    Node,
+    NodePage,
     Page,
     Service,
     ServiceFilter,
@@ -32,6 +34,7 @@ from ronin.store.queries import query
 
 UPSERT_BATCH_SIZE = 2_000
 MAX_PAGE_SIZE = 1_000
+MAX_NODE_PAGE_SIZE = 100
 DEFAULT_COUNT_BOUND = 10_000
 # An all-of search walks its rarest capability; counting holders up to this bound is enough
 # to tell rare from common without a full count.
@@ -161,6 +164,37 @@ class ServiceMap:
             explain = sql.SQL("EXPLAIN (ANALYZE, COSTS OFF, BUFFERS OFF) {}").format(statement)
             cur = await conn.execute(explain, params, prepare=False)
             return [str(row[0]) for row in await cur.fetchall()]
+
+    async def nodes(
+        self, *, node_class: str | None = None, limit: int = 100, cursor: str | None = None
+    ) -> NodePage:
+        """A keyset page of nodes in ``node_id`` order, each with its services."""
+        if not 1 <= limit <= MAX_NODE_PAGE_SIZE:
+            raise InvalidValue(f"limit must be from 1 to {MAX_NODE_PAGE_SIZE}", field="limit")
+        ServiceFilter(node_class=node_class)  # validates it
+        after = decode_cursor(cursor) if cursor is not None else None
+        params = {"after": after, "node_class": node_class, "limit": limit}
+        async with self._connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(query("nodes_page"), params)
+            services = [Service(**row) for row in await cur.fetchall()]
+        items: list[Node] = []
+        for service in services:
+            if not items or items[-1].node_id != service.node_id:
+                items.append(Node(service.node_id, service.node_class, service.last_seen, []))
+            node = items[-1]
+            node.services.append(service)
+            if service.last_seen > node.last_seen:
+                items[-1] = Node(node.node_id, service.node_class, service.last_seen, node.services)
+        next_cursor = encode_cursor(items[-1].node_id) if len(items) == limit else None
+        return NodePage(items=items, next_cursor=next_cursor)
+
+    async def total(self) -> int:
+        """Every service in the map (an exact count: a full scan)."""
+        async with self._connection() as conn:
+            cur = await conn.execute(query("count_services"))
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
 
     async def summary(self) -> MapSummary:
         """Services, nodes and latest sighting per class: a full scan, for operators."""

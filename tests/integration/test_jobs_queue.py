@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from ronin.errors import InvalidTarget, JobFinished, NotFound
+from ronin.errors import AlreadyExists, InvalidTarget, JobFinished, NotFound
 from ronin.jobs.submit import add_schedule, submit_job
 from ronin.store.jobs import JobStore
 from tests.support.executors import target
@@ -190,7 +190,7 @@ async def test_cancelling_an_unknown_job_says_so(store: JobStore) -> None:
 async def test_a_schedule_creates_one_job_per_period_however_many_workers_ask(
     store: JobStore, db_url: str
 ) -> None:
-    schedule_id = await add_schedule(store, "nightly", target("noop"), 3600)
+    schedule_id = (await add_schedule(store, "nightly", target("noop"), 3600)).schedule_id
     created = await asyncio.gather(*(store.enqueue_due_schedules(max_attempts=3) for _ in range(3)))
     assert sum(len(c) for c in created) == 1
     again = await asyncio.gather(*(store.enqueue_due_schedules(max_attempts=3) for _ in range(3)))
@@ -255,7 +255,14 @@ async def test_a_schedule_is_removed_by_name_or_id(store: JobStore) -> None:
     first = await add_schedule(store, "by-name", target("noop"), 3600)
     second = await add_schedule(store, "by-id", target("noop"), 3600)
     await store.remove_schedule("by-name")
-    await store.remove_schedule(str(second))
+    await store.remove_schedule(str(second.schedule_id))
     assert await store.schedules() == []
     with pytest.raises(NotFound):
-        await store.remove_schedule(str(first))
+        await store.remove_schedule(str(first.schedule_id))
+
+
+async def test_a_schedule_name_is_taken_once(store: JobStore) -> None:
+    await add_schedule(store, "nightly", target("noop"), 3600)
+    with pytest.raises(AlreadyExists):
+        await add_schedule(store, "nightly", target("noop"), 7200)
+    assert [s.interval_s for s in await store.schedules()] == [3600]

@@ -245,9 +245,10 @@ DELETE FROM discovery_jobs
 WHERE completed_at < %(cutoff)s AND status IN ('completed', 'failed')
 
 -- name: insert_schedule
--- A recurring discovery; its first job is due at once.
+-- A recurring discovery; its first job is due at once. A name already taken adds nothing.
 INSERT INTO discovery_schedules (name, params, interval_s, next_run_at)
 VALUES (%(name)s, %(params)s, %(interval_s)s, now())
+ON CONFLICT (name) DO NOTHING
 RETURNING schedule_id, name, params, interval_s, next_run_at, enabled, created_at
 
 -- name: list_schedules
@@ -278,3 +279,19 @@ SET next_run_at = next_run_at + make_interval(secs => interval_s * (
     floor(extract(epoch FROM now() - next_run_at) / interval_s) + 1
 ))
 WHERE schedule_id = %(schedule_id)s
+
+-- name: job_services_page
+-- A keyset page of what a job found, as the map holds it now (a service pruned since is
+-- left out), walking the link table's primary key in service_id order.
+SELECT s.service_id, s.node_id, s.node_class, s.endpoint, s.capabilities,
+       s.discovery_metadata, s.last_seen, l.outcome
+FROM discovery_job_services AS l
+JOIN discovered_services AS s ON s.service_id = l.service_id
+WHERE l.job_id = %(job_id)s
+  AND (%(after)s::text IS NULL OR l.service_id > %(after)s::text)
+ORDER BY l.service_id
+LIMIT %(limit)s
+
+-- name: count_jobs_by_status
+-- Jobs per status, for /metrics; retention keeps the table small enough to count.
+SELECT status, count(*) FROM discovery_jobs GROUP BY status

@@ -136,3 +136,25 @@ ORDER BY services DESC, node_class
 -- Forget services not seen since the cutoff; their capability rows go with them (trigger).
 DELETE FROM discovered_services
 WHERE last_seen < %(cutoff)s
+
+-- name: nodes_page
+-- A keyset page of nodes in node_id order, each with all its services. The nodes are picked
+-- from the (node_id, service_id) index first, so a page reads only its own nodes' rows.
+WITH page AS (
+    SELECT DISTINCT node_id
+    FROM discovered_services
+    WHERE (%(after)s::text IS NULL OR node_id > %(after)s::text)
+      AND (%(node_class)s::text IS NULL OR node_class = %(node_class)s::text)
+    ORDER BY node_id
+    LIMIT %(limit)s
+)
+SELECT s.service_id, s.node_id, s.node_class, s.endpoint, s.capabilities,
+       s.discovery_metadata, s.last_seen
+FROM discovered_services AS s
+JOIN page ON page.node_id = s.node_id
+WHERE %(node_class)s::text IS NULL OR s.node_class = %(node_class)s::text
+ORDER BY s.node_id, s.service_id
+
+-- name: count_services
+-- Every service in the map, for /metrics.
+SELECT count(*) FROM discovered_services

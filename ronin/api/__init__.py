@@ -1,0 +1,1 @@
+"""The node's HTTP API: REST under ``/v1``, KLF messages, live job events, health, metrics."""

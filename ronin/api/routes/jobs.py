@@ -1,0 +1,210 @@
+"""``/v1/jobs``: submit, read, list, cancel, results and live events."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from ronin.api.auth import require_read, require_write
+from ronin.api.routes.body import json_body
+from ronin.api.state import NodeState, node
+from ronin.api.wire import (
+    JOB,
+    JOB_PAGE,
+    JOB_RESULTS,
+    JobResults,
+    error_responses,
+    json_response,
+)
+from ronin.jobs import klf
+from ronin.jobs.follow import follow_job
+from ronin.jobs.submit import submit_job
+from ronin.store.job_models import Job, JobPage, JobStatus
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(require_read)])
+Node = Annotated[NodeState, Depends(node)]
+SSE_PING_S = 15
+
+#: JSON Schema of a job's params (PROTOCOL.md section 5), for the OpenAPI document; the
+#: server's own validation (``parse_params``) is the authority and names the field at fault.
+JOB_PARAMS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["target", "protocols"],
+    "additionalProperties": False,
+    "properties": {
+        "target": {
+            "type": "object",
+            "required": ["type", "value"],
+            "additionalProperties": False,
+            "properties": {
+                "type": {"type": "string", "enum": ["network_cidr", "domain", "did"]},
+                "value": {"type": "string", "minLength": 1, "maxLength": 255},
+            },
+        },
+        "protocols": {
+            "type": "array",
+            "minItems": 1,
+            "uniqueItems": True,
+            "items": {"type": "string", "enum": ["http-api", "mdns", "dns-sd"]},
+        },
+        "depth": {"type": "integer", "minimum": 1, "maximum": 8, "default": 1},
+        "ports": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 64,
+            "items": {"type": "integer", "minimum": 1, "maximum": 65535},
+            "default": [30437],
+        },
+        "concurrency": {"type": "integer", "minimum": 1, "maximum": 4096},
+        "rate": {"type": "number", "minimum": 0, "maximum": 1000000},
+    },
+}
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=255,
+        description="A retried submission with the same key gets the first one's job.",
+    ),
+]
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=Job,
+    dependencies=[Depends(require_write)],
+    responses=error_responses(400, 401, 403, 413, 422, 503),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": JOB_PARAMS_SCHEMA}},
+        }
+    },
+)
+async def submit(request: Request, state: Node, idempotency_key: IdempotencyKey = None) -> Response:
+    """Queue a discovery job; the answer is the job, pending."""
+    job, new = await submit_job(
+        state.jobs,
+        await json_body(request),
+        max_attempts=state.settings.job_max_attempts,
+        idempotency_key=idempotency_key,
+        policy=state.policy,
+    )
+    headers = {"Location": f"/v1/jobs/{job.job_id}"}
+    if not new:
+        headers["Idempotent-Replayed"] = "true"
+    return json_response(JOB, job, status=202, headers=headers)
+
+
+@router.get("", response_model=JobPage, responses=error_responses(400, 401, 422, 503))
+async def list_jobs(
+    state: Node,
+    status: JobStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> Response:
+    """Jobs, newest first, a page at a time."""
+    page = await state.jobs.list_jobs(status=status, limit=limit, cursor=cursor)
+    return json_response(JOB_PAGE, page)
+
+
+@router.get("/{job_id}", response_model=Job, responses=error_responses(401, 404, 422, 503))
+async def get_job(job_id: uuid.UUID, state: Node) -> Response:
+    """One job with its queue state."""
+    return json_response(JOB, await state.jobs.get(job_id))
+
+
+@router.delete(
+    "/{job_id}",
+    status_code=202,
+    response_model=Job,
+    dependencies=[Depends(require_write)],
+    responses=error_responses(401, 403, 404, 409, 422, 503),
+)
+async def cancel_job(job_id: uuid.UUID, state: Node) -> Response:
+    """Cancel a job: a pending one fails with CANCELLED now, a running one is told to stop."""
+    await state.jobs.cancel(job_id)
+    return json_response(JOB, await state.jobs.get(job_id), status=202)
+
+
+@router.get(
+    "/{job_id}/results",
+    response_model=JobResults,
+    responses=error_responses(400, 401, 404, 422, 503),
+)
+async def job_results(
+    job_id: uuid.UUID,
+    state: Node,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> Response:
+    """What a job found (new or refreshed services, as the map holds them now), a page at a
+    time, with its result: counts, conflicts and failed probes by reason."""
+    job = await state.jobs.get(job_id)
+    page = await state.jobs.found_services(job_id, limit=limit, cursor=cursor)
+    results = JobResults(
+        job_id=str(job.job_id),
+        status=job.status,
+        result=job.result,
+        items=page.items,
+        next_cursor=page.next_cursor,
+    )
+    return json_response(JOB_RESULTS, results)
+
+
+@router.get(
+    "/{job_id}/events",
+    response_class=EventSourceResponse,
+    responses={
+        200: {
+            "description": "KLF TASK_PROGRESS messages as the job runs, then its "
+            "TASK_RESPONSE; each event's data is one KLF message.",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **error_responses(401, 404, 422, 503),
+    },
+)
+async def job_events(
+    job_id: uuid.UUID,
+    state: Node,
+    recipient: Annotated[
+        str | None,
+        Query(
+            alias="for",
+            max_length=255,
+            pattern=r"^did:[a-z0-9]+:[A-Za-z0-9._:%-]+$",
+            description="The DID the KLF messages are addressed to (default: this node's).",
+        ),
+    ] = None,
+) -> EventSourceResponse:
+    """Server-Sent Events: the job's progress live, then its final message, then the end.
+    A finished job answers with its final message at once."""
+    await state.jobs.get(job_id)  # a 404 before the stream starts
+    return EventSourceResponse(
+        _events(state, job_id, recipient or state.settings.node_id), ping=SSE_PING_S
+    )
+
+
+async def _events(state: NodeState, job_id: uuid.UUID, recipient: str) -> AsyncIterator[Any]:
+    sender = state.settings.node_id
+    sequence = 0
+    async for job in follow_job(state.jobs, job_id, state.events, stop=state.closing):
+        if job.finished:
+            found = await state.jobs.found_services(job_id, limit=klf.MAX_SERVICES_IN_RESPONSE)
+            services = (job.result or {}).get("services", {})
+            total = int(services.get("new", 0)) + int(services.get("refreshed", 0))
+            payload = klf.response_payload(job, found.items, total)
+            kind = klf.TASK_RESPONSE
+        elif job.status == "running":
+            payload, kind = klf.progress_payload(job), klf.TASK_PROGRESS
+        else:
+            continue
+        sequence += 1
+        message = klf.envelope(kind, sender, recipient, payload)
+        yield ServerSentEvent(data=orjson.dumps(message).decode(), event=kind, id=str(sequence))

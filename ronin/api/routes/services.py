@@ -1,0 +1,107 @@
+"""``/v1/services`` and ``/v1/nodes``: the map, by capability, class, node and freshness."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response
+
+from ronin.api.auth import require_read
+from ronin.api.state import NodeState, node
+from ronin.api.wire import NODE_PAGE, SERVICE, SERVICE_PAGE, error_responses, json_response
+from ronin.durations import parse_duration
+from ronin.errors import InvalidValue, NotFound
+from ronin.store.models import NodePage, Page, Service, ServiceFilter
+
+router = APIRouter(tags=["map"], dependencies=[Depends(require_read)])
+Node = Annotated[NodeState, Depends(node)]
+MAX_CAPABILITIES_ASKED = 32
+Capabilities = Annotated[
+    list[str],
+    Query(
+        max_length=MAX_CAPABILITIES_ASKED,
+        description="Repeatable; a service must hold every one (all-of).",
+    ),
+]
+AnyCapabilities = Annotated[
+    list[str],
+    Query(
+        max_length=MAX_CAPABILITIES_ASKED,
+        description="Repeatable; a service must hold at least one (any-of).",
+    ),
+]
+Limit = Annotated[int, Query(ge=1, le=1000)]
+Cursor = Annotated[str | None, Query(max_length=512, description="The next page's cursor.")]
+
+
+@router.get("/v1/services", response_model=Page, responses=error_responses(400, 401, 422, 503))
+async def find_services(
+    state: Node,
+    capability: Capabilities = [],  # noqa: B006 (FastAPI copies defaults)
+    any_capability: AnyCapabilities = [],  # noqa: B006
+    node_class: Annotated[str | None, Query(max_length=100)] = None,
+    node_id: Annotated[str | None, Query(max_length=255)] = None,
+    seen_since: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            description="An ISO 8601 time with its offset, or a duration such as 15m or 24h "
+            "(seen within it).",
+        ),
+    ] = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> Response:
+    """Services matching every filter given, in ``service_id`` order, a page at a time."""
+    where = ServiceFilter(
+        all_capabilities=tuple(capability),
+        any_capabilities=tuple(any_capability),
+        node_class=node_class,
+        node_id=node_id,
+        seen_since=_since(seen_since) if seen_since else None,
+    )
+    page = await state.services.find(where, limit=limit, cursor=cursor)
+    return json_response(SERVICE_PAGE, page)
+
+
+@router.get(
+    "/v1/services/{service_id}",
+    response_model=Service,
+    responses=error_responses(401, 404, 422, 503),
+)
+async def get_service(service_id: str, state: Node) -> Response:
+    """One service of the map."""
+    service = await state.services.get(service_id) if len(service_id) <= 255 else None
+    if service is None:
+        raise NotFound(f"no service {service_id}", field="service_id")
+    return json_response(SERVICE, service)
+
+
+@router.get("/v1/nodes", response_model=NodePage, responses=error_responses(400, 401, 422, 503))
+async def list_nodes(
+    state: Node,
+    node_class: Annotated[str | None, Query(max_length=100)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    cursor: Cursor = None,
+) -> Response:
+    """Nodes in ``node_id`` order, each with its services."""
+    page = await state.services.nodes(node_class=node_class, limit=limit, cursor=cursor)
+    return json_response(NODE_PAGE, page)
+
+
+def _since(text: str) -> datetime:
+    """An ISO 8601 time with an offset, or a duration back from now."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        try:
+            return datetime.now(UTC) - parse_duration(text, field="seen_since")
+        except (InvalidValue, OverflowError):
+            raise InvalidValue(
+                "seen_since is an ISO 8601 time with its offset or a duration such as 24h",
+                field="seen_since",
+            ) from None
+    if moment.tzinfo is None:
+        raise InvalidValue("seen_since needs a UTC offset (e.g. Z or +00:00)", field="seen_since")
+    return moment

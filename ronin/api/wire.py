@@ -1,0 +1,114 @@
+"""What the API sends and accepts: the store's own dataclasses as JSON, the error shape, and
+the few request bodies. One ``TypeAdapter`` per type, so a response is serialised once, in
+Rust, without FastAPI validating it again; the remote CLI reads answers with the same ones."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, TypeVar
+
+from fastapi import Response
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from ronin.store.job_models import FoundService, Job, JobPage, Schedule
+from ronin.store.models import NodePage, Page, Service
+
+T = TypeVar("T")
+
+DID_PATTERN = r"^did:[a-z0-9]+:[A-Za-z0-9._:%-]+$"
+DID = re.compile(DID_PATTERN)
+MAX_DID_CHARS = 255
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="A stable, upper-case error code.")
+    message: str = Field(description="What went wrong, for a person.")
+    field: str | None = Field(default=None, description="The input at fault, if one is.")
+
+
+class ErrorBody(BaseModel):
+    """Every error answer of the API."""
+
+    error: ErrorDetail
+
+
+class JobResults(BaseModel):
+    """A finished (or running) job's result and a page of the services it found."""
+
+    job_id: str
+    status: str
+    result: dict[str, Any] | None
+    items: list[FoundService]
+    next_cursor: str | None
+
+
+class KlfEnvelope(BaseModel):
+    """A KLF message (PROTOCOL.md section 5)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    type: str = Field(min_length=1, max_length=64)
+    sender: str = Field(alias="from", min_length=1, max_length=MAX_DID_CHARS, pattern=DID_PATTERN)
+    to: str = Field(min_length=1, max_length=MAX_DID_CHARS, pattern=DID_PATTERN)
+    payload: dict[str, Any]
+
+
+class KlfAnswer(BaseModel):
+    """A KLF message this node sends back; an ``error`` when it refused the message."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    type: str
+    sender: str = Field(alias="from")
+    to: str
+    payload: dict[str, Any]
+    error: ErrorDetail | None = None
+
+
+class ScheduleRequest(BaseModel):
+    """A recurring discovery: a name, job params and a period."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+    params: dict[str, Any]
+    interval_s: int = Field(ge=60, le=366 * 86400)
+
+
+JOB = TypeAdapter(Job)
+JOB_PAGE = TypeAdapter(JobPage)
+SERVICE = TypeAdapter(Service)
+SERVICE_PAGE = TypeAdapter(Page)
+NODE_PAGE = TypeAdapter(NodePage)
+JOB_RESULTS = TypeAdapter(JobResults)
+SCHEDULE = TypeAdapter(Schedule)
+SCHEDULES = TypeAdapter(list[Schedule])
+
+
+def json_response(
+    adapter: TypeAdapter[T], value: T, *, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """``value`` as a JSON answer."""
+    return Response(
+        adapter.dump_json(value),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error answers a route can give."""
+    return {status: {"model": ErrorBody, "description": _REASONS[status]} for status in statuses}
+
+
+_REASONS = {
+    400: "Malformed input: bad JSON, an invalid cursor.",
+    401: "No token, or an unknown one.",
+    403: "A read-only token on a write route, or a target outside the scope policy.",
+    404: "No such job, service or schedule.",
+    409: "The job already ended.",
+    413: "The request body is too large.",
+    422: "A value breaks a rule; `field` names it.",
+    503: "The database cannot be reached.",
+}

@@ -1,0 +1,38 @@
+"""Prometheus metrics of this process: what its workers and probes did.
+
+Counts that live in the database (jobs by status, services in the map) are read when
+``/metrics`` is scraped, so every node reports the same, whichever process did the work.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+JOBS = Gauge("ronin_jobs", "Discovery jobs in the database, by status.", ["status"])
+SERVICES = Gauge("ronin_services", "Services in the map.")
+CLAIM_SECONDS = Histogram(
+    "ronin_job_claim_seconds",
+    "Time one claim statement of this process's workers took.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+JOBS_CLAIMED = Counter("ronin_jobs_claimed", "Jobs claimed by this process's workers.")
+PROBES = Counter(
+    "ronin_probes",
+    "Descriptor probes by this process: outcome ok or failed, and the failure's reason.",
+    ["outcome", "reason"],
+)
+PROBE_SECONDS = Histogram(
+    "ronin_probe_seconds",
+    "Time one descriptor probe took, whatever its outcome.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+
+
+def probe_failed(reason: str) -> None:
+    """Count a failed probe; the reason's detail after ``:`` is dropped to bound the labels."""
+    PROBES.labels("failed", reason.split(":", 1)[0]).inc()
+
+
+def probe_succeeded() -> None:
+    """Count a probe that returned a valid descriptor."""
+    PROBES.labels("ok", "").inc()
