@@ -67,6 +67,8 @@ class Settings:
     max_target_prefix_v6: int = 112
     #: API bearer tokens (RONIN_API_TOKENS: ``scope:token`` pairs, comma-separated).
     api_tokens: tuple[ApiToken, ...] = ()
+    #: How long a map read (/v1/services, /v1/nodes) is answered from memory; 0: never.
+    api_cache_s: float = 1.0
     #: This node's DID, the ``from`` of the KLF messages it sends.
     node_id: str = field(default_factory=lambda: default_node_id())
     #: A remote Ronin's API (RONIN_URL) the operator commands use instead of the database.
@@ -109,6 +111,7 @@ class Settings:
                 _number(env, "RONIN_MAX_TARGET_PREFIX_V6", defaults.max_target_prefix_v6)
             ),
             api_tokens=parse_tokens(env.get("RONIN_API_TOKENS", "")),
+            api_cache_s=_number(env, "RONIN_API_CACHE_S", defaults.api_cache_s, minimum=0),
             node_id=_node_id(env.get("RONIN_NODE_ID") or default_node_id()),
             remote_url=(env.get("RONIN_URL") or "").rstrip("/") or None,
             remote_token=env.get("RONIN_TOKEN") or None,
@@ -127,7 +130,8 @@ def parse_tokens(text: str) -> tuple[ApiToken, ...]:
             )
         if len(token) < MIN_TOKEN_CHARS or not _TOKEN.match(token):
             raise InvalidValue(
-                f"an API token has at least {MIN_TOKEN_CHARS} characters of A-Z a-z 0-9 ._~+/=-",
+                f"a token in RONIN_API_TOKENS has at least {MIN_TOKEN_CHARS} characters "
+                "of A-Z a-z 0-9 ._~+/=-",
                 field="RONIN_API_TOKENS",
             )
         tokens.append(ApiToken(token=token, scope=cast(Scope, scope)))
@@ -150,8 +154,11 @@ def _seconds(env: Mapping[str, str], name: str, default: timedelta) -> timedelta
     return timedelta(seconds=_number(env, name, default))
 
 
-def _number(env: Mapping[str, str], name: str, default: float | timedelta) -> float:
-    """A positive number from the environment, or the default; a clear error otherwise."""
+def _number(
+    env: Mapping[str, str], name: str, default: float | timedelta, *, minimum: float | None = None
+) -> float:
+    """A positive number (or one at least ``minimum``) from the environment, or the default;
+    a clear error otherwise."""
     raw = env.get(name)
     if raw is None or raw == "":
         return default.total_seconds() if isinstance(default, timedelta) else float(default)
@@ -159,6 +166,11 @@ def _number(env: Mapping[str, str], name: str, default: float | timedelta) -> fl
         value = float(raw)
     except ValueError:
         raise InvalidValue(f"{name} must be a number, not {raw!r}", field=name) from None
-    if not value > 0:
+    if minimum is not None:
+        if not value >= minimum:  # also refuses NaN
+            raise InvalidValue(f"{name} must be at least {minimum:g}, not {raw!r}", field=name)
+    elif not value > 0:
         raise InvalidValue(f"{name} must be greater than 0, not {raw!r}", field=name)
+    if value == float("inf"):
+        raise InvalidValue(f"{name} must be finite, not {raw!r}", field=name)
     return value

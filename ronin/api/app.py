@@ -9,6 +9,8 @@ from fastapi import FastAPI
 
 from ronin import __version__
 from ronin.api import errors
+from ronin.api.auth import may_read
+from ronin.api.cache import ReadCache
 from ronin.api.limits import MAX_BODY_BYTES, BodyLimit
 from ronin.api.routes import health, jobs, klf, schedules, services
 from ronin.api.state import NodeState
@@ -46,6 +48,9 @@ def create_app(
     app.state.node = state
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(
+        ReadCache, ttl_s=settings.api_cache_s, authorized=may_read(settings.api_tokens)
+    )
     for module in (jobs, services, klf, schedules, health):
         app.include_router(module.router)
     return app

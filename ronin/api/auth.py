@@ -5,30 +5,52 @@ every request is allowed."""
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable, Sequence
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.types import Scope as ASGIScope
 
-from ronin.api.state import node
-from ronin.config import Scope
+from ronin.api.state import node_of
+from ronin.config import ApiToken, Scope
 from ronin.errors import InsufficientScope, Unauthenticated
 
 _bearer = HTTPBearer(auto_error=False, description="A token from RONIN_API_TOKENS.")
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
+def token_scope(tokens: Sequence[ApiToken], given: str) -> Scope | None:
+    """The scope of the token ``given``, or None if it is not one of ``tokens``."""
+    scope: Scope | None = None
+    for token in tokens:  # every token compared, in constant time, whatever matches
+        if hmac.compare_digest(given.encode(), token.token.encode()):
+            scope = token.scope
+    return scope
+
+
+def may_read(tokens: Sequence[ApiToken]) -> Callable[[ASGIScope], bool]:
+    """Whether an ASGI request carries a token that may read (for middleware)."""
+
+    def check(scope: ASGIScope) -> bool:
+        if not tokens:
+            return True
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                kind, _, given = value.decode("latin-1").partition(" ")
+                return kind.lower() == "bearer" and token_scope(tokens, given.strip()) is not None
+        return False
+
+    return check
+
+
 def _scope_of(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Scope:
-    tokens = node(request).settings.api_tokens
+    tokens = node_of(request).settings.api_tokens
     if not tokens:
         return "write"
     if credentials is None:
         raise Unauthenticated("this route needs a bearer token (Authorization: Bearer ...)")
-    given = credentials.credentials.encode()
-    scope: Scope | None = None
-    for token in tokens:  # every token compared, in constant time, whatever matches
-        if hmac.compare_digest(given, token.token.encode()):
-            scope = token.scope
+    scope = token_scope(tokens, credentials.credentials)
     if scope is None:
         raise Unauthenticated("unknown token")
     return scope

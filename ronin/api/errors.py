@@ -19,6 +19,7 @@ from ronin.errors import RoninError, Unauthenticated
 
 logger = logging.getLogger(__name__)
 
+_LOCATIONS = ("body", "query", "path", "header")
 _HTTP_CODES = {
     400: "BAD_REQUEST",
     401: "UNAUTHENTICATED",
@@ -63,7 +64,11 @@ async def _ronin_error(request: Request, exc: Exception) -> Response:
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0] if exc.errors() else {}
-    location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path", "header")]
+    location = [
+        str(part)
+        for part in first.get("loc", ())
+        if part not in ("body", "query", "path", "header")
+    ]
     field = ".".join(location) or None
     if first.get("type") == "json_invalid":
         return error_response(400, "INVALID_JSON", "the request body is not valid JSON")

@@ -40,7 +40,12 @@ class NodeState:
         )
 
 
-def node(request: Request) -> NodeState:
+def node_of(request: Request) -> NodeState:
     """The node a request reached."""
     state: NodeState = request.app.state.node
     return state
+
+
+async def node(request: Request) -> NodeState:
+    """``node_of`` as a dependency (async, so FastAPI does not hand it to a thread)."""
+    return node_of(request)

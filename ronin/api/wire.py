@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from fastapi import Response
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from ronin.store.job_models import FoundService, Job, JobPage, Schedule
+from ronin.store.job_models import Attempt, FoundService, Job, JobPage, Schedule
 from ronin.store.models import NodePage, Page, Service
 
 T = TypeVar("T")
@@ -81,6 +81,7 @@ SERVICE = TypeAdapter(Service)
 SERVICE_PAGE = TypeAdapter(Page)
 NODE_PAGE = TypeAdapter(NodePage)
 JOB_RESULTS = TypeAdapter(JobResults)
+ATTEMPTS = TypeAdapter(list[Attempt])
 SCHEDULE = TypeAdapter(Schedule)
 SCHEDULES = TypeAdapter(list[Schedule])
 
@@ -105,10 +106,12 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 _REASONS = {
     400: "Malformed input: bad JSON, an invalid cursor.",
     401: "No token, or an unknown one.",
-    403: "A read-only token on a write route, or a target outside the scope policy.",
+    403: "A read-only token on a write route, or a target outside the scope policy. "
+    "A refused KLF message also carries the KLF TASK_RESPONSE that refuses it.",
     404: "No such job, service or schedule.",
     409: "The job already ended.",
     413: "The request body is too large.",
-    422: "A value breaks a rule; `field` names it.",
+    422: "A value breaks a rule; `field` names it. A refused KLF message also carries the "
+    "KLF TASK_RESPONSE (status failed) that refuses it.",
     503: "The database cannot be reached.",
 }

@@ -4,7 +4,17 @@ One module per command group; each registers its commands on the shared apps of
 ``ronin.cli.common`` when imported here.
 """
 
-from ronin.cli import beacon, db, discover, jobs, map, serve, worker  # noqa: F401  (registers commands)
+from ronin.cli import (  # noqa: F401  (registers commands)
+    beacon,
+    db,
+    discover,
+    jobs,
+    map,
+    schedules,
+    serve,
+    services,
+    worker,
+)
 from ronin.cli.common import app
 
 

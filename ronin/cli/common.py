@@ -29,7 +29,9 @@ app = typer.Typer(
 db_app = typer.Typer(help="The database: migrations and schema status.", no_args_is_help=True)
 map_app = typer.Typer(help="The map of discovered services.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Discovery jobs: list, show, cancel, follow.", no_args_is_help=True)
+schedules_app = typer.Typer(help="Recurring discoveries: add, list, remove.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(schedules_app, name="schedules")
 app.add_typer(map_app, name="map")
 app.add_typer(jobs_app, name="jobs")
 

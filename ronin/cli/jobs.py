@@ -8,14 +8,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from ronin.cli.backend import open_backend
 from ronin.cli.common import as_json, console, jobs_app, run
 from ronin.cli.discover import print_summary
 from ronin.config import Settings
 from ronin.errors import InvalidValue
-from ronin.jobs.follow import follow_job
-from ronin.store.database import open_database
-from ronin.store.job_models import JOB_STATUSES, Attempt, Job, JobPage, JobStatus
-from ronin.store.jobs import JobStore
+from ronin.store.job_models import JOB_STATUSES, Attempt, Job, JobPage
 
 
 def _job_id(text: str) -> uuid.UUID:
@@ -39,10 +37,8 @@ def jobs_list(
     async def work(settings: Settings) -> JobPage:
         if status is not None and status not in JOB_STATUSES:
             raise InvalidValue(f"status must be one of {', '.join(JOB_STATUSES)}", field="status")
-        async with await open_database(settings) as database:
-            return await JobStore(database.pool).list_jobs(
-                status=status, limit=limit, cursor=cursor
-            )
+        async with open_backend(settings) as backend:
+            return await backend.list_jobs(status, limit, cursor)
 
     page = run(work)
     if json_output or not console.is_terminal:
@@ -72,10 +68,9 @@ def jobs_show(
     """Show one job: its state, result and every attempt."""
 
     async def work(settings: Settings) -> tuple[Job, list[Attempt]]:
-        async with await open_database(settings) as database:
-            store = JobStore(database.pool)
-            job = await store.get(_job_id(job_id))
-            return job, await store.attempts(job.job_id)
+        async with open_backend(settings) as backend:
+            job = await backend.job(_job_id(job_id))
+            return job, await backend.attempts(job.job_id)
 
     job, attempts = run(work)
     if json_output or not console.is_terminal:
@@ -94,12 +89,12 @@ def jobs_show(
 def jobs_cancel(job_id: Annotated[str, typer.Argument(help="The job's id.")]) -> None:
     """Cancel a job: a pending one ends now, a running one is told to stop."""
 
-    async def work(settings: Settings) -> JobStatus:
-        async with await open_database(settings) as database:
-            return await JobStore(database.pool).cancel(_job_id(job_id))
+    async def work(settings: Settings) -> Job:
+        async with open_backend(settings) as backend:
+            return await backend.cancel(_job_id(job_id))
 
-    was = run(work)
-    console.print("cancelled" if was == "pending" else "asked its worker to stop")
+    job = run(work)
+    console.print("cancelled" if job.finished else "asked its worker to stop")
 
 
 @jobs_app.command("follow")
@@ -107,16 +102,10 @@ def jobs_follow(job_id: Annotated[str, typer.Argument(help="The job's id.")]) ->
     """Print a job's progress as it happens, until it ends; exit 1 if it fails."""
 
     async def work(settings: Settings) -> Job:
-        final: Job | None = None
-        async with await open_database(settings) as database:
-            store = JobStore(database.pool)
-            async for job in follow_job(database.conninfo, store, _job_id(job_id)):
-                console.print(
-                    f"{job.status} {job.progress:3d}% {job.progress_message}", highlight=False
-                )
-                final = job
-        assert final is not None
-        return final
+        async with open_backend(settings) as backend:
+            async for status, progress, message in backend.follow(_job_id(job_id)):
+                console.print(f"{status} {progress:3d}% {message}", highlight=False)
+            return await backend.job(_job_id(job_id))
 
     if run(work).status == "failed":
         raise typer.Exit(1)

@@ -35,10 +35,7 @@ async def submit_job(
             f"an idempotency key has 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters",
             field="idempotency_key",
         )
-    job_id, new = await store.insert(
-        params, max_attempts=max_attempts, idempotency_key=idempotency_key
-    )
-    return await store.get(job_id), new
+    return await store.insert(params, max_attempts=max_attempts, idempotency_key=idempotency_key)
 
 
 async def add_schedule(

@@ -70,38 +70,41 @@ class JobStore:
         idempotency_key: str | None = None,
         schedule_id: uuid.UUID | None = None,
         conn: psycopg.AsyncConnection[Any] | None = None,
-    ) -> tuple[uuid.UUID, bool]:
-        """Insert a pending job; return its id and whether it is new.
+    ) -> tuple[Job, bool]:
+        """Insert a pending job; return it and whether it is new.
 
-        With an idempotency key, a second submission returns the first one's job.
+        With an idempotency key, a second submission returns the first one's job. Without
+        one, the job is written by one statement: one round trip.
         """
-        if conn is None:
-            async with self.connection() as own, own.transaction():
-                return await self.insert(
-                    params,
-                    max_attempts=max_attempts,
-                    idempotency_key=idempotency_key,
-                    schedule_id=schedule_id,
-                    conn=own,
-                )
-        if idempotency_key is not None:
-            key = {"idempotency_key": idempotency_key}
+        values = {
+            "params": Jsonb(params),
+            "max_attempts": max_attempts,
+            "idempotency_key": idempotency_key,
+            "schedule_id": schedule_id,
+        }
+        if conn is not None:
+            return await self._insert(conn, values)
+        async with self.connection() as own:
+            if idempotency_key is None:
+                return await self._insert(own, values)
+            async with own.transaction():
+                return await self._insert(own, values)
+
+    async def _insert(
+        self, conn: psycopg.AsyncConnection[Any], values: dict[str, Any]
+    ) -> tuple[Job, bool]:
+        cur = conn.cursor(row_factory=class_row(Job))
+        if values["idempotency_key"] is not None:
+            key = {"idempotency_key": values["idempotency_key"]}
             await conn.execute(query("lock_idempotency_key"), key)
-            row = await (await conn.execute(query("job_id_by_idempotency_key"), key)).fetchone()
-            if row is not None:
-                return row[0], False
-        cur = await conn.execute(
-            query("insert_job"),
-            {
-                "params": Jsonb(params),
-                "max_attempts": max_attempts,
-                "idempotency_key": idempotency_key,
-                "schedule_id": schedule_id,
-            },
-        )
-        row = await cur.fetchone()
-        assert row is not None
-        return row[0], True
+            await cur.execute(query("job_by_idempotency_key"), key)
+            earlier = await cur.fetchone()
+            if earlier is not None:
+                return earlier, False
+        await cur.execute(query("insert_job"), values)
+        job = await cur.fetchone()
+        assert job is not None
+        return job, True
 
     async def claim(
         self,
@@ -327,7 +330,7 @@ class JobStore:
             await cur.execute(query("due_schedules"))
             for due in await cur.fetchall():
                 period = due["next_run_at"].isoformat()
-                job_id, new = await self.insert(
+                job, new = await self.insert(
                     due["params"],
                     max_attempts=max_attempts,
                     idempotency_key=f"schedule:{due['schedule_id']}:{period}",
@@ -336,7 +339,7 @@ class JobStore:
                 )
                 await conn.execute(query("advance_schedule"), {"schedule_id": due["schedule_id"]})
                 if new:
-                    created.append(job_id)
+                    created.append(job.job_id)
         return created
 
     async def _guarded_one(

@@ -52,11 +52,6 @@ def params(target: str, depth: int = 1, **extra: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def store(pool: AsyncConnectionPool[Any]) -> JobStore:
-    return JobStore(pool)
-
-
-@pytest.fixture
 async def beacons() -> AsyncIterator[BeaconServer]:
     async with BeaconServer() as server:
         yield server

@@ -8,7 +8,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg_pool import AsyncConnectionPool
 
 from ronin.errors import AlreadyExists, InvalidTarget, JobFinished, NotFound
 from ronin.jobs.submit import add_schedule, submit_job
@@ -17,11 +16,6 @@ from tests.support.executors import target
 from tests.support.plans import explain
 
 LEASE = timedelta(seconds=30)
-
-
-@pytest.fixture
-def store(pool: AsyncConnectionPool[Any]) -> JobStore:
-    return JobStore(pool)
 
 
 def count(db_url: str, sql: str) -> int:

@@ -9,18 +9,12 @@ from datetime import timedelta
 from typing import Any
 
 import psycopg
-import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from ronin.jobs.submit import submit_job
 from ronin.store.jobs import JobStore
 from tests.integration.jobs_support import FAST, running_worker, wait_for
 from tests.support.executors import target
-
-
-@pytest.fixture
-def store(pool: AsyncConnectionPool[Any]) -> JobStore:
-    return JobStore(pool)
 
 
 async def submit(store: JobStore, behaviour: str, max_attempts: int = 3) -> Any:

@@ -55,7 +55,36 @@ def test_durations(text: str, expected: timedelta) -> None:
     assert parse_duration(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "0", "7 days", "-1h", "h"])
+@pytest.mark.parametrize("text", ["", "0", "7 days", "-1h", "h", "99999999999999d"])
 def test_bad_durations_are_refused(text: str) -> None:
     with pytest.raises(InvalidValue):
         parse_duration(text, field="--not-seen-for")
+
+
+def test_api_tokens_carry_their_scope_and_never_print_their_secret() -> None:
+    settings = Settings.from_env(
+        {"RONIN_API_TOKENS": "read:reader-secret-0123, write:writer-secret-0123"}
+    )
+    assert [(t.scope, t.token) for t in settings.api_tokens] == [
+        ("read", "reader-secret-0123"),
+        ("write", "writer-secret-0123"),
+    ]
+    assert "secret" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    "tokens", ["admin:abcdefghijklmnopq", "read:short", "abcdefghijklmnopq", "read:spaces in token"]
+)
+def test_a_malformed_or_weak_token_is_refused(tokens: str) -> None:
+    with pytest.raises(InvalidValue, match="RONIN_API_TOKENS"):
+        Settings.from_env({"RONIN_API_TOKENS": tokens})
+
+
+def test_the_node_id_is_a_did_stable_on_this_machine() -> None:
+    assert Settings.from_env({}).node_id == Settings.from_env({}).node_id
+    assert Settings.from_env({}).node_id.startswith("did:kos:ronin:")
+    assert Settings.from_env({"RONIN_NODE_ID": "did:kos:ronin:scout-1"}).node_id == (
+        "did:kos:ronin:scout-1"
+    )
+    with pytest.raises(InvalidValue, match="RONIN_NODE_ID"):
+        Settings.from_env({"RONIN_NODE_ID": "ronin-1"})

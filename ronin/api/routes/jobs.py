@@ -14,6 +14,7 @@ from ronin.api.auth import require_read, require_write
 from ronin.api.routes.body import json_body
 from ronin.api.state import NodeState, node
 from ronin.api.wire import (
+    ATTEMPTS,
     JOB,
     JOB_PAGE,
     JOB_RESULTS,
@@ -24,7 +25,7 @@ from ronin.api.wire import (
 from ronin.jobs import klf
 from ronin.jobs.follow import follow_job
 from ronin.jobs.submit import submit_job
-from ronin.store.job_models import Job, JobPage, JobStatus
+from ronin.store.job_models import Attempt, Job, JobPage, JobStatus
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(require_read)])
 Node = Annotated[NodeState, Depends(node)]
@@ -62,6 +63,16 @@ JOB_PARAMS_SCHEMA: dict[str, Any] = {
         },
         "concurrency": {"type": "integer", "minimum": 1, "maximum": 4096},
         "rate": {"type": "number", "minimum": 0, "maximum": 1000000},
+    },
+}
+#: One Server-Sent Event of a job's stream: its data is a KLF message, as JSON.
+SSE_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"type": "string", "enum": [klf.TASK_PROGRESS, klf.TASK_RESPONSE]},
+        "data": {"type": "string", "description": "A KLF message (type, from, to, payload)."},
+        "id": {"type": "string"},
     },
 }
 IdempotencyKey = Annotated[
@@ -165,7 +176,7 @@ async def job_results(
         200: {
             "description": "KLF TASK_PROGRESS messages as the job runs, then its "
             "TASK_RESPONSE; each event's data is one KLF message.",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}},
         },
         **error_responses(401, 404, 422, 503),
     },
@@ -208,3 +219,14 @@ async def _events(state: NodeState, job_id: uuid.UUID, recipient: str) -> AsyncI
         sequence += 1
         message = klf.envelope(kind, sender, recipient, payload)
         yield ServerSentEvent(data=orjson.dumps(message).decode(), event=kind, id=str(sequence))
+
+
+@router.get(
+    "/{job_id}/attempts",
+    response_model=list[Attempt],
+    responses=error_responses(401, 404, 422, 503),
+)
+async def job_attempts(job_id: uuid.UUID, state: Node) -> Response:
+    """Every attempt of a job: which worker, when, and how it ended."""
+    await state.jobs.get(job_id)
+    return json_response(ATTEMPTS, await state.jobs.attempts(job_id))

@@ -32,8 +32,7 @@ _ENVELOPE = TypeAdapter(KlfEnvelope)
     status_code=202,
     response_model=KlfAnswer,
     responses={
-        **error_responses(400, 401, 403, 413, 503),
-        422: {"model": KlfAnswer, "description": "A message this node refuses, answered in KLF."},
+        **error_responses(400, 401, 403, 413, 422, 503),
     },
     openapi_extra={
         "requestBody": {

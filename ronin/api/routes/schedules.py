@@ -41,7 +41,7 @@ async def create_schedule(request: ScheduleRequest, state: Node) -> Response:
     "/{name_or_id}",
     status_code=204,
     dependencies=[Depends(require_write)],
-    responses=error_responses(401, 403, 404, 503),
+    responses=error_responses(401, 403, 404, 422, 503),
 )
 async def remove_schedule(name_or_id: str, state: Node) -> Response:
     """Stop a schedule (by name or id); the jobs it created stay."""

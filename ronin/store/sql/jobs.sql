@@ -6,23 +6,30 @@
 -- Serialise submissions that carry the same idempotency key, for this transaction.
 SELECT pg_advisory_xact_lock(hashtextextended(%(idempotency_key)s, 7))
 
--- name: job_id_by_idempotency_key
+-- name: job_by_idempotency_key
 -- The job an earlier submission with this key created, if any.
-SELECT job_id FROM discovery_job_state WHERE idempotency_key = %(idempotency_key)s
+SELECT * FROM discovery_jobs_with_state WHERE idempotency_key = %(idempotency_key)s
 
 -- name: insert_job
--- A new pending job, its queue state, and a wake-up for idle workers (sent at commit).
+-- A new pending job and its queue state, read back as discovery_jobs_with_state shows it,
+-- and a wake-up for idle workers (sent at commit): a submission is one round trip.
 WITH job AS (
     INSERT INTO discovery_jobs (status, params)
     VALUES ('pending', %(params)s)
-    RETURNING job_id
+    RETURNING job_id, status, params, created_at, completed_at
 ), state AS (
     INSERT INTO discovery_job_state (job_id, max_attempts, idempotency_key, schedule_id)
     SELECT job_id, %(max_attempts)s, %(idempotency_key)s, %(schedule_id)s FROM job
-    RETURNING job_id
+    RETURNING *
     -- (the trigger that gives hand-inserted jobs a state row finds this one and stands back)
 )
-SELECT job_id, pg_notify('ronin_jobs', job_id::text) FROM state
+SELECT j.job_id, j.status, j.params, j.created_at, j.completed_at,
+       s.attempts, s.max_attempts, s.run_after, s.worker_id, s.lease_expires_at,
+       s.cancel_requested, s.progress, s.progress_message, s.error, s.result,
+       s.idempotency_key, s.schedule_id, s.started_at, s.updated_at
+FROM job AS j
+JOIN state AS s ON s.job_id = j.job_id
+CROSS JOIN LATERAL (SELECT pg_notify('ronin_jobs', j.job_id::text)) AS wake_up
 
 -- name: claim_jobs
 -- Claim up to %(batch)s jobs in one statement: running jobs whose lease expired (their worker

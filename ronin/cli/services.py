@@ -1,0 +1,71 @@
+"""``ronin services``: query the map by capability, class, node and freshness."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ronin.cli.backend import open_backend
+from ronin.cli.common import app, as_json, console, run
+from ronin.config import Settings
+from ronin.durations import parse_duration
+from ronin.store.models import Page, ServiceFilter
+
+
+@app.command()
+def services(
+    capability: Annotated[
+        list[str] | None, typer.Option(help="Holds this capability (repeatable: all of them).")
+    ] = None,
+    any_capability: Annotated[
+        list[str] | None, typer.Option(help="Holds at least one of these (repeatable).")
+    ] = None,
+    node_class: Annotated[str | None, typer.Option("--class", help="Node class.")] = None,
+    node: Annotated[str | None, typer.Option(help="Node id (a DID).")] = None,
+    seen_within: Annotated[
+        str | None, typer.Option(help="Seen within this long (15m, 24h, 7d).")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Services per page.")] = 50,
+    cursor: Annotated[str | None, typer.Option(help="The next page's cursor.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List services of the map matching every filter given, in service_id order."""
+
+    async def work(settings: Settings) -> Page:
+        since = (
+            datetime.now(UTC) - parse_duration(seen_within, field="--seen-within")
+            if seen_within
+            else None
+        )
+        where = ServiceFilter(
+            all_capabilities=tuple(capability or ()),
+            any_capabilities=tuple(any_capability or ()),
+            node_class=node_class,
+            node_id=node,
+            seen_since=since,
+        )
+        async with open_backend(settings) as backend:
+            return await backend.services(where, limit, cursor)
+
+    page = run(work)
+    if json_output or not console.is_terminal:
+        print(as_json({"items": page.items, "next_cursor": page.next_cursor}))
+        return
+    table = Table("service", "node", "class", "endpoint", "capabilities", "last seen")
+    for service in page.items:
+        table.add_row(
+            service.service_id,
+            service.node_id,
+            service.node_class,
+            service.endpoint,
+            ", ".join(service.capabilities),
+            service.last_seen.strftime("%Y-%m-%d %H:%M:%S"),
+        )
+    console.print(table)
+    if page.next_cursor:
+        console.print(f"next page: --cursor {page.next_cursor}")
+    elif not page.items:
+        console.print("no service matches")

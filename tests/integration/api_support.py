@@ -1,0 +1,56 @@
+"""The API in-process: the real app on this test's database, called through httpx."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from psycopg_pool import AsyncConnectionPool
+
+from ronin.api.app import create_app
+from ronin.config import ApiToken, Settings
+from ronin.store.database import Database
+
+NODE_ID = "did:kos:ronin:test"
+READ_TOKEN = "read-token-0123456789"
+WRITE_TOKEN = "write-token-0123456789"
+TOKENS = (ApiToken(READ_TOKEN, "read"), ApiToken(WRITE_TOKEN, "write"))
+
+
+def settings_for(db_url: str, **overrides: Any) -> Settings:
+    """Settings of a test node: loopback scope, a fixed DID, no tokens unless given."""
+    values: dict[str, Any] = {"database_url": db_url, "allow": "127.0.0.0/8", "node_id": NODE_ID}
+    return Settings(**(values | overrides))
+
+
+@asynccontextmanager
+async def api_client(
+    db_url: str, pool: AsyncConnectionPool[Any], **overrides: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the app, with its lifespan (the job-events listener) running."""
+    app = create_app(settings_for(db_url, **overrides), Database(pool=pool, conninfo=db_url))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ronin.test") as client:
+            yield client
+
+
+def job_params(value: str = "127.0.0.1/32", kind: str = "network_cidr") -> dict[str, Any]:
+    """Valid params of a job on ``value``."""
+    return {"target": {"type": kind, "value": value}, "protocols": ["http-api"]}
+
+
+def assert_error(answer: httpx.Response, status: int, code: str, field: str | None = None) -> None:
+    """``answer`` is an error in the one shape, with this status, code and field."""
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"].startswith("application/json")
+    error = answer.json()["error"]
+    assert error["code"] == code, error
+    assert isinstance(error["message"], str)
+    assert error["message"]
+    assert set(error) <= {"code", "message", "field"}
+    if field is not None:
+        assert error.get("field") == field, error
+    assert "Traceback" not in answer.text
