@@ -28,6 +28,7 @@ from ronin.store.jobs import JobStore
 
 logger = logging.getLogger(__name__)
 STARTUP_POLL_S = 0.05
+KEEP_ALIVE_S = 30
 
 
 class BindFailed(RoninError):
@@ -111,6 +112,9 @@ async def _serve(
         access_log=False,
         server_header=False,
         backlog=4096,
+        # Longer than clients keep idle connections (httpx 5 s, browsers 15 s or more), so a
+        # client never writes a request into a connection the node is closing.
+        timeout_keep_alive=KEEP_ALIVE_S,
         timeout_graceful_shutdown=max(1, round(settings.shutdown_grace.total_seconds())),
     )
     server = _Server(config)

@@ -17,7 +17,9 @@ from typing import Any
 
 import psycopg
 
+from ronin.errors import DatabaseError
 from ronin.jobs.waits import wait_any
+from ronin.store.database import connect
 from ronin.store.job_models import Job
 from ronin.store.jobs import JobStore
 
@@ -36,7 +38,8 @@ class JobEvents:
         self._listener: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> JobEvents:
-        self._listener = asyncio.create_task(self._listen(), name="job events listener")
+        """Nothing yet: the listener starts with the first follower, so a node whose jobs
+        nobody follows holds no LISTEN connection."""
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -47,6 +50,8 @@ class JobEvents:
     @contextlib.contextmanager
     def watch(self, job_id: uuid.UUID) -> Iterator[asyncio.Event]:
         """An event set each time ``job_id`` changes, for the duration of the block."""
+        if self._listener is None:
+            self._listener = asyncio.create_task(self._listen(), name="job events listener")
         changed = asyncio.Event()
         key = str(job_id)
         self._waiters.setdefault(key, set()).add(changed)
@@ -68,14 +73,12 @@ class JobEvents:
     async def _listen(self) -> None:
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(
-                    self._conninfo, autocommit=True
-                ) as conn:
+                async with await connect(self._conninfo) as conn:
                     await conn.execute("LISTEN ronin_job_events")
                     self._wake(None)  # anything may have changed while we were away
                     async for note in conn.notifies():
                         self._wake(_job_key(note.payload))
-            except psycopg.Error as exc:
+            except (psycopg.Error, DatabaseError) as exc:
                 logger.warning("job events: lost the listening connection: %s", exc)
                 await asyncio.sleep(RECONNECT_DELAY_S)
 

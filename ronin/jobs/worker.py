@@ -32,6 +32,7 @@ from ronin.jobs.batching import FinishBatcher
 from ronin.jobs.context import JobContext, LeaseLost
 from ronin.jobs.executor import Executor, is_permanent
 from ronin.jobs.waits import wait_any
+from ronin.store.database import connect
 from ronin.store.job_models import ClaimedJob, JobStatus
 from ronin.store.jobs import CANCELLED_ERROR, Finish, JobStore
 from ronin.store.services import ServiceMap
@@ -373,16 +374,14 @@ class Worker:
         delay = 0.2
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(
-                    self._conninfo, autocommit=True
-                ) as conn:
+                async with await connect(self._conninfo) as conn:
                     await conn.execute("LISTEN ronin_jobs")
                     await conn.execute("LISTEN ronin_job_cancel")
                     delay = 0.2
                     self._wake.set()  # anything submitted while we were away
                     async for notification in conn.notifies():
                         self._on_notification(notification.channel, notification.payload)
-            except psycopg.Error as exc:
+            except (psycopg.Error, DatabaseError) as exc:
                 logger.debug("listener lost its connection: %s", exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_RECONNECT_DELAY_S)

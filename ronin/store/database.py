@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,6 +22,7 @@ from ronin.store.embedded import start_embedded
 logger = logging.getLogger(__name__)
 
 APPLICATION_NAME = "ronin"
+ABANDONED_CONNECT_S = 10.0
 
 
 @asynccontextmanager
@@ -128,7 +131,22 @@ async def prepare_schema(conninfo: str, *, migrate: bool) -> None:
 
 
 async def connect(conninfo: str) -> psycopg.AsyncConnection[Any]:
-    """One connection, with connection failures turned into ``DatabaseError``."""
+    """One autocommit connection, with connection failures turned into ``DatabaseError``.
+
+    Cancelled mid-handshake, it finishes the handshake and closes the connection: abandoned,
+    the server would keep a backend waiting for the password until its
+    ``authentication_timeout`` (a minute), and that backend holds up ``DROP DATABASE``.
+    """
+    connecting = asyncio.ensure_future(_open(conninfo))
+    try:
+        return await asyncio.shield(connecting)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await (await asyncio.wait_for(connecting, timeout=ABANDONED_CONNECT_S)).close()
+        raise
+
+
+async def _open(conninfo: str) -> psycopg.AsyncConnection[Any]:
     try:
         return await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
     except psycopg.OperationalError as exc:
