@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import re
 import socket
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal, cast
+from urllib.parse import urlsplit
 
 import platformdirs
 
@@ -46,6 +48,17 @@ class ApiToken:
 
 
 @dataclass(frozen=True, slots=True)
+class Peer:
+    """Another Ronin's API, asked for the endpoints of did:kos nodes it has seen."""
+
+    url: str
+    token: str | None = None
+
+    def __repr__(self) -> str:  # never print a secret
+        return f"Peer(url={self.url!r})"
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything an operator can configure, with the defaults a newcomer gets."""
 
@@ -75,6 +88,14 @@ class Settings:
     remote_url: str | None = None
     #: The bearer token sent to ``remote_url`` (RONIN_TOKEN).
     remote_token: str | None = None
+    #: The DNS server discovery asks (RONIN_DNS: ``host[:port]``); None: the system's.
+    dns: str | None = None
+    #: Extra trusted roots for TLS (RONIN_CA_BUNDLE: a PEM file), beside the system's.
+    ca_bundle: Path | None = None
+    #: Other Ronin nodes whose maps resolve did:kos DIDs (RONIN_PEERS).
+    peers: tuple[Peer, ...] = ()
+    #: Interface addresses mDNS uses (RONIN_MDNS_INTERFACES); empty: every interface.
+    mdns_interfaces: tuple[str, ...] = ()
 
     @property
     def embedded(self) -> bool:
@@ -115,6 +136,10 @@ class Settings:
             node_id=_node_id(env.get("RONIN_NODE_ID") or default_node_id()),
             remote_url=(env.get("RONIN_URL") or "").rstrip("/") or None,
             remote_token=env.get("RONIN_TOKEN") or None,
+            dns=env.get("RONIN_DNS") or None,
+            ca_bundle=_existing_file(env, "RONIN_CA_BUNDLE"),
+            peers=parse_peers(env.get("RONIN_PEERS", "")),
+            mdns_interfaces=_addresses(env, "RONIN_MDNS_INTERFACES"),
         )
 
 
@@ -136,6 +161,42 @@ def parse_tokens(text: str) -> tuple[ApiToken, ...]:
             )
         tokens.append(ApiToken(token=token, scope=cast(Scope, scope)))
     return tuple(tokens)
+
+
+def parse_peers(text: str) -> tuple[Peer, ...]:
+    """``http://ronin-b:30437 TOKEN, http://ronin-c:30437``: base URLs, each with an optional
+    bearer token after a space."""
+    peers = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        url, _, token = item.partition(" ")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise InvalidValue(
+                f"RONIN_PEERS holds base URLs (http://host:port), not {url!r}", field="RONIN_PEERS"
+            )
+        peers.append(Peer(url=url.rstrip("/"), token=token.strip() or None))
+    return tuple(peers)
+
+
+def _addresses(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Comma-separated IP addresses, normalised; a clear error for anything else."""
+    found = []
+    for part in filter(None, (item.strip() for item in env.get(name, "").split(","))):
+        try:
+            found.append(str(ipaddress.ip_address(part)))
+        except ValueError:
+            raise InvalidValue(f"{name} holds IP addresses, not {part!r}", field=name) from None
+    return tuple(found)
+
+
+def _existing_file(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name)
+    if not raw:
+        return None
+    path = Path(raw).expanduser()
+    if not path.is_file():
+        raise InvalidValue(f"{name} names {raw!r}, which is not a file", field=name)
+    return path
 
 
 def default_node_id() -> str:

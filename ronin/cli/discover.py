@@ -51,6 +51,7 @@ def target_params(
     protocols: Sequence[str],
     rate: float | None = None,
     concurrency: int | None = None,
+    mdns_window_s: float | None = None,
 ) -> dict[str, Any]:
     """Job params (PROTOCOL.md section 5) for a target as an operator types it."""
     if target.startswith("did:"):
@@ -71,6 +72,8 @@ def target_params(
         params["rate"] = rate
     if concurrency is not None:
         params["concurrency"] = concurrency
+    if mdns_window_s is not None:
+        params["mdns_window_s"] = mdns_window_s
     return params
 
 
@@ -165,6 +168,8 @@ def print_summary(job: Job, console: Console) -> None:
     table.add_row("services new", str(services.get("new", 0)))
     table.add_row("services refreshed", str(services.get("refreshed", 0)))
     table.add_row("conflicts", str(result.get("conflict_count", 0)))
+    if result.get("mismatches"):
+        table.add_row("node_id mismatches", str(len(result["mismatches"])))
     for reason, count in sorted(result.get("failed_probes", {}).items()):
         table.add_row(f"failed: {reason}", str(count))
     console.print(table)
@@ -201,6 +206,9 @@ def discover(
     concurrency: Annotated[
         int | None, typer.Option(min=1, max=4096, help="Probes in flight at once.")
     ] = None,
+    mdns_window: Annotated[
+        float | None, typer.Option(min=1, max=60, help="Seconds to browse mDNS (default 3).")
+    ] = None,
 ) -> None:
     """Discover the kOS nodes at TARGET and put their services in the map.
 
@@ -214,6 +222,7 @@ def discover(
         protocols=protocol or [],
         rate=rate,
         concurrency=concurrency,
+        mdns_window_s=mdns_window,
     )
     shown = error_console if as_json else console
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
+import ssl
 import time
 import zlib
 from dataclasses import dataclass
@@ -20,9 +22,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+from dns.asyncresolver import Resolver
 
 from ronin import metrics
-from ronin.discovery.descriptor import NodeDescriptor
+from ronin.config import Peer
+from ronin.discovery import did_web, dns_sd, mdns
+from ronin.discovery.descriptor import DESCRIPTOR_PATH, NodeDescriptor
 from ronin.discovery.http_probe import (
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_TOTAL_TIMEOUT_S,
@@ -32,6 +37,7 @@ from ronin.discovery.http_probe import (
     fetch_descriptor,
     new_session,
 )
+from ronin.discovery.peer_maps import PeerMaps
 from ronin.discovery.policy import ScopePolicy
 from ronin.discovery.sweep import RateLimit, open_ports
 from ronin.discovery.targets import Probe, Sweep
@@ -39,12 +45,15 @@ from ronin.jobs.context import JobContext
 from ronin.jobs.executor import ScanFailed
 from ronin.store.models import ServiceFilter, Sighting
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_CONCURRENCY = 256
 DEFAULT_RATE = 1000.0
 MAX_PEER_PROBES = 10_000
 FLUSH_INTERVAL_S = 0.5
 FLUSH_SIZE = 500
 REPORT_INTERVAL_S = 0.5
+MAX_REPORTED_MISMATCHES = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +65,13 @@ class DiscoveryOptions:
     rate: float | None = DEFAULT_RATE
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
     total_timeout_s: float = DEFAULT_TOTAL_TIMEOUT_S
+    ssl_context: ssl.SSLContext | None = None
+    #: Other Ronins whose maps resolve did:kos DIDs this node's map does not know.
+    peers: tuple[Peer, ...] = ()
+    #: The DNS server of RONIN_DNS; None: the system's resolver.
+    dns: Resolver | None = None
+    #: The interface addresses mDNS uses (RONIN_MDNS_INTERFACES); empty: every interface.
+    mdns_interfaces: tuple[str, ...] = ()
 
 
 class Crawl:
@@ -71,6 +87,15 @@ class Crawl:
         self.next_frontier: list[str] = list(resume.get("next_frontier", []))
         self.visited: set[str] = set(resume.get("visited", []))
         self.stats: dict[str, int] = {"hosts_probed": 0, "nodes": 0} | resume.get("stats", {})
+        #: The DID each node (by ``_node_key``) was reached through: its descriptor must say
+        #: it is that node, or it is a mismatch (PROTOCOL.md section 4).
+        self.expected: dict[str, str] = dict(resume.get("expected", {}))
+        self.mismatches: list[dict[str, str]] = list(resume.get("mismatches", []))
+        #: How a level-1 node was found, where not by the job's own kind of target (a domain's
+        #: SRV records), and its descriptor path where a TXT record says it is not the usual.
+        self.methods: dict[str, str] = dict(resume.get("methods", {}))
+        self.paths: dict[str, str] = dict(resume.get("paths", {}))
+        self.mdns_done: bool = resume.get("mdns_done", False)
         self.sweep: Sweep | None = None
         self._sweep_checkpoint: dict[str, Any] | None = resume.get("sweep")
         self._pending: list[Sighting] = []
@@ -79,21 +104,30 @@ class Crawl:
 
     async def run(self) -> dict[str, Any]:
         """Run the job to its end; the extra result fields (stats) it reports."""
-        supported = [p for p in self.params.protocols if p == "http-api"]
+        supported = [p for p in self.params.protocols if self._supports(p)]
         for protocol in self.params.protocols:
-            if protocol != "http-api":
+            if protocol not in supported:
                 self.context.probe_failed(f"unsupported_protocol:{protocol}")
         if not supported:
-            raise ScanFailed("none of the requested protocols is supported yet (use http-api)")
+            raise ScanFailed(
+                f"none of {', '.join(self.params.protocols)} applies to a "
+                f"{self.params.target_type} target"
+            )
         self._check_target_scope()
         session = new_session(
             self.options.policy,
             concurrency=self.options.concurrency,
             connect_timeout_s=self.options.connect_timeout_s,
             total_timeout_s=self.options.total_timeout_s,
+            ssl_context=self.options.ssl_context,
+            dns=self.options.dns,
         )
-        async with session:
+        async with (
+            session,
+            PeerMaps(self.options.peers, ssl_context=self.options.ssl_context) as peer_maps,
+        ):
             self.session = session
+            self.peer_maps = peer_maps
             while self.level <= self.params.depth:
                 if self.level == 1:
                     await self._first_level()
@@ -106,7 +140,13 @@ class Crawl:
                 await self._report(force=True)
         await self._flush()
         await self._report(force=True, message="done")
-        return {"stats": self.stats}
+        return {"stats": self.stats, "mismatches": self.mismatches}
+
+    def _supports(self, protocol: str) -> bool:
+        """http-api and mdns apply to every target, dns-sd to domains (PROTOCOL.md 3)."""
+        return protocol in ("http-api", "mdns") or (
+            protocol == "dns-sd" and self.params.target_type == "domain"
+        )
 
     def _check_target_scope(self) -> None:
         """FORBIDDEN_TARGET before the first packet (PROTOCOL.md section 6)."""
@@ -114,23 +154,115 @@ class Crawl:
             self.options.policy.check_target(ipaddress.ip_network(self.params.target))
 
     async def _first_level(self) -> None:
+        if "mdns" in self.params.protocols and not self.mdns_done:
+            if not self.frontier:
+                self.frontier = await self._mdns_urls()
+            await self._peer_level()
+            self.mdns_done = True
+            self.frontier = []
         if self.params.target_type == "network_cidr":
-            await self._sweep_network()
+            if "http-api" in self.params.protocols:
+                await self._sweep_network()
             return
         if self.level == 1 and not self.frontier:
             self.frontier = await self._initial_urls()
         await self._peer_level()
 
+    async def _mdns_urls(self) -> list[str]:
+        """Browse ``_kos._tcp.local.`` for the job's window (PROTOCOL.md section 3): one URL
+        per instance, at its first address in scope (and, for a network target, in it)."""
+        try:
+            instances = await mdns.browse(
+                self.params.mdns_window_s, interfaces=self.options.mdns_interfaces or None
+            )
+        except (OSError, ValueError) as exc:
+            logger.warning("job %s: mDNS is unavailable: %s", self.context.job_id, exc)
+            self._failed("mdns_unavailable")
+            return []
+        network = (
+            ipaddress.ip_network(self.params.target)
+            if self.params.target_type == "network_cidr"
+            else None
+        )
+        urls = []
+        for instance in instances:
+            allowed = [
+                address
+                for address in instance.addresses
+                if self.options.policy.allows(address)
+                and (network is None or ipaddress.ip_address(address) in network)
+            ]
+            if not allowed:
+                self._failed("mdns_out_of_scope")
+                continue
+            url = f"http://{_host(allowed[0])}:{instance.port}"
+            key = _node_key(url)
+            if key in self.methods:
+                continue
+            self.methods[key] = "mdns_advertisement"
+            if instance.path != DESCRIPTOR_PATH:
+                self.paths[key] = instance.path
+            urls.append(url)
+        return urls
+
     async def _initial_urls(self) -> list[str]:
         target = self.params.target
         if self.params.target_type == "domain":
-            return [f"https://{target}"]
-        if target.startswith("did:kos:"):
+            return await self._domain_urls(target)
+        if "http-api" not in self.params.protocols:
+            return []  # a DID is resolved over HTTP
+        if target.startswith("did:web:"):
+            resolved = await did_web.resolve(
+                self.session,
+                target,
+                self.options.policy,
+                total_timeout_s=self.options.total_timeout_s,
+            )
+            if isinstance(resolved, Failed):
+                self._failed(resolved.reason)
+                raise ScanFailed(f"{target} could not be resolved: {resolved.message}")
+            urls = list(resolved.endpoints)
+        else:
             urls = await self._known_endpoints(target)
             if not urls:
-                raise ScanFailed(f"{target} is not in the map: no endpoint to probe")
-            return urls
-        raise ScanFailed("did:web resolution is not supported yet")
+                raise ScanFailed(f"neither this node's map nor its peers' know {target}")
+        for url in urls:
+            self.expected[_node_key(url)] = target
+        return urls
+
+    async def _domain_urls(self, domain: str) -> list[str]:
+        """DNS-SD first (SRV and TXT at ``_kos._tcp.<domain>``; PROTOCOL.md section 3): one
+        URL per SRV target, at its first address in scope. With no SRV target at all, the
+        domain's own ``https://<domain>/.well-known/kos-node``."""
+        fallback = [f"https://{domain}"] if "http-api" in self.params.protocols else []
+        if "dns-sd" not in self.params.protocols:
+            return fallback
+        resolver = self.options.dns or dns_sd.new_resolver(None)
+        records = await dns_sd.lookup(domain, resolver)
+        for failure in records.failures:
+            self._failed(failure.partition(":")[0])
+        if not records.targets:
+            return fallback
+        path = dns_sd.descriptor_path(records.txt)
+        urls = []
+        for target in records.targets:
+            allowed = [a for a in target.addresses if self.options.policy.allows(a)]
+            self.stats["dns_answers_out_of_scope"] = (
+                self.stats.get("dns_answers_out_of_scope", 0) + len(target.addresses) - len(allowed)
+            )
+            if target.addresses and not allowed:
+                self._failed("dns_answer_out_of_scope")
+            if not allowed:
+                continue
+            url = f"http://{_host(allowed[0])}:{target.port}"
+            key = _node_key(url)
+            if key in self.methods:
+                continue  # two SRV records for one node
+            self.methods[key] = "dns_srv"
+            if path != DESCRIPTOR_PATH:
+                self.paths[key] = path
+            urls.append(url)
+        return urls
 
     async def _sweep_network(self) -> None:
         network = ipaddress.ip_network(self.params.target)
@@ -148,7 +280,8 @@ class Crawl:
         async def fetch(probe: Probe) -> None:
             try:
                 url = f"http://{_host(probe.address)}:{probe.port}"
-                await self._probe(url, discovery_method="http_probe")
+                if _node_key(url) not in self.visited:  # an mDNS instance already probed
+                    await self._probe(url, discovery_method="http_probe")
             finally:
                 assert self.sweep is not None
                 self.sweep.finished(probe)
@@ -186,7 +319,10 @@ class Crawl:
             await self._report()
 
     async def _peer_level(self) -> None:
-        method = "http_probe" if self.level == 1 else "peer_referral"
+        if self.level > 1:
+            method = "peer_referral"
+        else:
+            method = "did_resolution" if self.params.target_type == "did" else "http_probe"
         slots = asyncio.Semaphore(self.options.concurrency)
 
         async def one(url: str) -> None:
@@ -201,17 +337,26 @@ class Crawl:
     async def _probe(self, url: str, *, discovery_method: str) -> None:
         """Fetch one node's descriptor and record its services; a failure is counted."""
         self.stats["hosts_probed"] += 1
-        self.visited.add(_node_key(url))
+        key = _node_key(url)
+        self.visited.add(key)
+        discovery_method = self.methods.get(key, discovery_method)
         with metrics.PROBE_SECONDS.time():
             result = await fetch_descriptor(
                 self.session,
-                descriptor_url(url),
+                descriptor_url(url, self.paths.get(key, DESCRIPTOR_PATH)),
                 self.options.policy,
                 total_timeout_s=self.options.total_timeout_s,
             )
         if isinstance(result, Failed):
-            self.context.probe_failed(result.reason)
-            metrics.probe_failed(result.reason)
+            self._failed(result.reason)
+            return
+        expected = self.expected.get(_node_key(url))
+        if expected is not None and result.descriptor.node_id != expected:
+            self._failed("node_id_mismatch")
+            if len(self.mismatches) < MAX_REPORTED_MISMATCHES:
+                self.mismatches.append(
+                    {"did": expected, "node_id": result.descriptor.node_id, "url": result.url}
+                )
             return
         metrics.probe_succeeded()
         self.stats["nodes"] += 1
@@ -221,6 +366,10 @@ class Crawl:
         if self.level < self.params.depth:
             await self._queue_peers(result.descriptor)
         await self._flush_if_due()
+
+    def _failed(self, reason: str) -> None:
+        self.context.probe_failed(reason)
+        metrics.probe_failed(reason)
 
     def _add_sightings(self, fetched: Fetched, discovery_method: str) -> None:
         node, now = fetched.descriptor, datetime.now(UTC)
@@ -251,6 +400,8 @@ class Crawl:
             urls = await self._known_endpoints(peer) if peer.startswith("did:") else [peer]
             for url in urls:
                 key = _node_key(url)
+                if peer.startswith("did:"):
+                    self.expected.setdefault(key, peer)
                 if key in self.visited or self._swept(url):
                     continue
                 if not self._in_scope(url):
@@ -264,12 +415,18 @@ class Crawl:
                 self.next_frontier.append(url)
 
     async def _known_endpoints(self, did: str) -> list[str]:
-        """A did:kos node's endpoints, from the map (PROTOCOL.md section 4)."""
+        """A did:kos node's endpoints, from this node's map and its peers' (PROTOCOL.md
+        section 4); every one is re-probed, so a stale or lying map costs a probe."""
         if not did.startswith("did:kos:"):
-            self.context.probe_failed("unresolvable_did")
+            self._failed("unresolvable_did")
             return []
         page = await self.context.services.find(ServiceFilter(node_id=did), limit=20)
-        bases = {descriptor_url(s.endpoint) for s in page.items if _is_http(s.endpoint)}
+        endpoints = [s.endpoint for s in page.items if _is_http(s.endpoint)]
+        endpoints += await self.peer_maps.endpoints(did)
+        for reason in self.peer_maps.failures:
+            self._failed(reason)
+        self.peer_maps.failures.clear()
+        bases = {descriptor_url(endpoint) for endpoint in endpoints}
         return sorted(url.removesuffix("/.well-known/kos-node") for url in bases)
 
     def _swept(self, url: str) -> bool:
@@ -336,6 +493,11 @@ class Crawl:
             "next_frontier": self.next_frontier,
             "visited": sorted(self.visited),
             "stats": self.stats,
+            "expected": self.expected,
+            "mismatches": self.mismatches,
+            "methods": self.methods,
+            "paths": self.paths,
+            "mdns_done": self.mdns_done,
         }
 
 

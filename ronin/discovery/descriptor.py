@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+DESCRIPTOR_PATH = "/.well-known/kos-node"
 MAX_DOCUMENT_BYTES = 1024 * 1024
 MAX_SERVICES = 256
 MAX_PEERS = 1024

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from ronin.config import Settings
+from ronin.discovery import dns_sd
 from ronin.discovery.crawl import DEFAULT_CONCURRENCY, DEFAULT_RATE, DiscoveryOptions, run_discovery
+from ronin.discovery.http_probe import tls_context
 from ronin.discovery.policy import ScopePolicy
 from ronin.jobs.context import JobContext
 from ronin.jobs.executor import Executor
@@ -14,6 +16,9 @@ from ronin.jobs.executor import Executor
 def discovery_executor(settings: Settings) -> Executor:
     """An executor bound to this node's scope policy; each job may set its own pace."""
     policy = ScopePolicy.from_settings(settings)
+    ssl_context = tls_context(settings.ca_bundle)
+    nameserver = dns_sd.parse_nameserver(settings.dns) if settings.dns else None
+    dns = dns_sd.new_resolver(nameserver) if nameserver else None
 
     async def discover(context: JobContext) -> dict[str, Any] | None:
         params = context.params
@@ -21,6 +26,10 @@ def discovery_executor(settings: Settings) -> Executor:
             policy=policy,
             concurrency=params.concurrency or DEFAULT_CONCURRENCY,
             rate=DEFAULT_RATE if params.rate is None else (params.rate or None),
+            ssl_context=ssl_context,
+            peers=settings.peers,
+            dns=dns,
+            mdns_interfaces=settings.mdns_interfaces,
         )
         return await run_discovery(context, options)
 

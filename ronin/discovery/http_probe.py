@@ -13,17 +13,22 @@ import asyncio
 import errno
 import ipaddress
 import socket
+import ssl
 import time
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
+from dns.asyncresolver import Resolver
 
+from ronin.discovery import dns_sd
 from ronin.discovery.descriptor import (
+    DESCRIPTOR_PATH,
     MAX_DOCUMENT_BYTES,
     InvalidDescriptor,
     NodeDescriptor,
@@ -31,7 +36,6 @@ from ronin.discovery.descriptor import (
 )
 from ronin.discovery.policy import ScopePolicy
 
-DESCRIPTOR_PATH = "/.well-known/kos-node"
 DEFAULT_CONNECT_TIMEOUT_S = 2.0
 DEFAULT_TOTAL_TIMEOUT_S = 5.0
 MAX_REDIRECTS = 3
@@ -61,21 +65,51 @@ class OutOfScope(OSError):
     """A name resolved only to addresses the scope policy does not allow."""
 
 
-class ScopedResolver(AbstractResolver):
-    """Resolve names, then keep only the addresses the scope policy allows."""
+class Unresolvable(OSError):
+    """A name the configured DNS server gave no address for."""
 
-    def __init__(self, policy: ScopePolicy) -> None:
+
+class ScopedResolver(AbstractResolver):
+    """Resolve names (with the system's resolver, or the DNS server of ``RONIN_DNS``), then
+    keep only the addresses the scope policy allows."""
+
+    def __init__(self, policy: ScopePolicy, dns: Resolver | None = None) -> None:
         self._policy = policy
+        self._dns = dns
         self._resolver = DefaultResolver()
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
-        answers = await self._resolver.resolve(host, port, family)
+        if self._dns is None:
+            answers = await self._resolver.resolve(host, port, family)
+        else:
+            answers = await self._resolve_with_dns(host, port, family)
         allowed = [a for a in answers if self._policy.allows(a["host"])]
         if not allowed:
             raise OutOfScope(f"{host} resolves only to addresses outside the scope policy")
         return allowed
+
+    async def _resolve_with_dns(
+        self, host: str, port: int, family: socket.AddressFamily
+    ) -> list[ResolveResult]:
+        assert self._dns is not None
+        found, failures = await dns_sd.addresses(host, self._dns)
+        answers = [
+            ResolveResult(
+                hostname=host,
+                host=address,
+                port=port,
+                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+            for address in found
+        ]
+        answers = [a for a in answers if family in (socket.AF_UNSPEC, a["family"])]
+        if not answers:
+            raise Unresolvable(f"{host}: no address ({', '.join(failures) or 'none'})")
+        return answers
 
     async def close(self) -> None:
         await self._resolver.close()
@@ -87,13 +121,17 @@ def new_session(
     concurrency: int,
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
     total_timeout_s: float = DEFAULT_TOTAL_TIMEOUT_S,
+    ssl_context: ssl.SSLContext | None = None,
+    dns: Resolver | None = None,
 ) -> aiohttp.ClientSession:
-    """A client session for one job: bounded connections, no keep-alive, scoped resolver."""
+    """A client session for one job: bounded connections, no keep-alive, scoped resolver,
+    TLS verified against the system's roots (or ``ssl_context``'s)."""
     connector = aiohttp.TCPConnector(
         limit=concurrency,
         force_close=True,  # each node is asked once; idle sockets would only pile up
-        resolver=ScopedResolver(policy),
+        resolver=ScopedResolver(policy, dns),
         ttl_dns_cache=60,
+        ssl=ssl_context if ssl_context is not None else True,
     )
     return aiohttp.ClientSession(
         connector=connector,
@@ -110,24 +148,52 @@ def new_session(
     )
 
 
-def descriptor_url(base: str) -> str:
+def tls_context(ca_bundle: Path | None) -> ssl.SSLContext:
+    """Verifying TLS: the system's roots, and ``ca_bundle``'s (RONIN_CA_BUNDLE) beside them."""
+    context = ssl.create_default_context()
+    if ca_bundle is not None:
+        context.load_verify_locations(cafile=str(ca_bundle))
+    return context
+
+
+def descriptor_url(base: str, path: str = DESCRIPTOR_PATH) -> str:
     """The descriptor URL of a node given by its base URL (or any URL on it)."""
     parts = urlsplit(base)
-    return f"{parts.scheme}://{parts.netloc}{DESCRIPTOR_PATH}"
+    return f"{parts.scheme}://{parts.netloc}{path}"
 
 
 async def fetch_descriptor(
     session: aiohttp.ClientSession, url: str, policy: ScopePolicy, *, total_timeout_s: float
 ) -> Fetched | Failed:
     """Fetch and validate one descriptor, following at most 3 redirects within scope."""
+    document = await fetch_document(session, url, policy, total_timeout_s=total_timeout_s)
+    if isinstance(document, Failed):
+        return document
+    try:
+        descriptor = parse_descriptor(document.body)
+    except InvalidDescriptor as exc:
+        return Failed(url, exc.reason, exc.message)
+    return Fetched(document.url, descriptor, document.response_time_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """A JSON document fetched within every bound, not yet parsed."""
+
+    url: str
+    body: bytes
+    response_time_ms: float
+
+
+async def fetch_document(
+    session: aiohttp.ClientSession, url: str, policy: ScopePolicy, *, total_timeout_s: float
+) -> Document | Failed:
+    """GET a JSON document of at most 1 MiB, following at most 3 redirects within scope."""
     started = time.monotonic()
     try:
         async with asyncio.timeout(total_timeout_s):
             body, final_url = await _get(session, url, policy)
-        descriptor = parse_descriptor(body)
     except _ProbeError as exc:
-        return Failed(url, exc.reason, exc.message)
-    except InvalidDescriptor as exc:
         return Failed(url, exc.reason, exc.message)
     except TimeoutError:
         return Failed(url, "timeout", f"no complete answer within {total_timeout_s}s")
@@ -135,7 +201,7 @@ async def fetch_descriptor(
         return Failed(url, _client_error_reason(exc), str(exc)[:300] or type(exc).__name__)
     except OSError as exc:
         return Failed(url, _os_error_reason(exc), str(exc)[:300])
-    return Fetched(final_url, descriptor, round((time.monotonic() - started) * 1000, 1))
+    return Document(final_url, body, round((time.monotonic() - started) * 1000, 1))
 
 
 class _ProbeError(Exception):
@@ -211,6 +277,8 @@ async def _read_capped(response: aiohttp.ClientResponse, encoding: str) -> bytes
 
 
 def _client_error_reason(exc: aiohttp.ClientError) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
+        return "tls_error"
     if isinstance(exc, aiohttp.ClientConnectorError):
         return _os_error_reason(exc.os_error)
     if isinstance(exc, aiohttp.ServerDisconnectedError):
@@ -225,6 +293,8 @@ def _client_error_reason(exc: aiohttp.ClientError) -> str:
 def _os_error_reason(exc: OSError) -> str:
     if isinstance(exc, OutOfScope) or isinstance(exc.__cause__, OutOfScope):
         return "out_of_scope"
+    if isinstance(exc, Unresolvable) or isinstance(exc.__cause__, Unresolvable):
+        return "unresolvable"
     if isinstance(exc, ConnectionRefusedError) or exc.errno == errno.ECONNREFUSED:
         return "refused"
     if isinstance(exc, ConnectionResetError) or exc.errno == errno.ECONNRESET:

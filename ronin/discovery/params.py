@@ -24,7 +24,12 @@ MAX_CONCURRENCY = 4096
 MAX_RATE = 1_000_000
 # Beyond PROTOCOL.md section 5, two optional pacing keys of Ronin's own: "concurrency"
 # (probes in flight) and "rate" (probes started per second; 0 for no limit).
-KNOWN_KEYS = frozenset({"target", "protocols", "depth", "ports", "concurrency", "rate"})
+# And "mdns_window_s": how long an mdns job browses the local link (default 3 s).
+KNOWN_KEYS = frozenset(
+    {"target", "protocols", "depth", "ports", "concurrency", "rate", "mdns_window_s"}
+)
+DEFAULT_MDNS_WINDOW_S = 3.0
+MAX_WINDOW = 60  # s
 
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _DID = re.compile(r"^did:([a-z0-9]+):([A-Za-z0-9._:%-]+)$")
@@ -41,6 +46,7 @@ class JobParams:
     ports: tuple[int, ...]
     concurrency: int | None = None
     rate: float | None = None
+    mdns_window_s: float = DEFAULT_MDNS_WINDOW_S
 
 
 def parse_params(params: Any) -> JobParams:
@@ -63,6 +69,12 @@ def parse_params(params: Any) -> JobParams:
         ports=_ports(params.get("ports", [KOS_PORT])),
         concurrency=_bounded_number(params.get("concurrency"), "concurrency", 1, MAX_CONCURRENCY),
         rate=_bounded_number(params.get("rate"), "rate", 0, MAX_RATE),
+        mdns_window_s=_bounded_number(
+            params.get("mdns_window_s", DEFAULT_MDNS_WINDOW_S),
+            "mdns_window_s",
+            1,
+            MAX_WINDOW,
+        ),
     )
 
 

@@ -267,10 +267,13 @@ class Worker:
         elif isinstance(error, TimeoutError):
             timeout = self.options.job_timeout
             await self._fail_or_retry(
-                running, RoninError(f"the job ran longer than {timeout}"), code="TIMEOUT"
+                running,
+                RoninError(f"the job ran longer than {timeout}"),
+                code="TIMEOUT",
+                context=context,
             )
         else:
-            await self._fail_or_retry(running, error)
+            await self._fail_or_retry(running, error, context=context)
 
     async def _finish(
         self,
@@ -285,10 +288,14 @@ class Worker:
         await self._persist(running, lambda: self._finisher.finish(item))
 
     async def _fail_or_retry(
-        self, running: _RunningJob, error: BaseException, code: str | None = None
+        self,
+        running: _RunningJob,
+        error: BaseException,
+        code: str | None = None,
+        context: JobContext | None = None,
     ) -> None:
-        """Permanent failures end the job; transient ones retry after a backoff, up to the
-        job's maximum attempts."""
+        """Permanent failures end the job (with what it counted on the way: failed probes,
+        conflicts); transient ones retry after a backoff, up to the job's maximum attempts."""
         job = running.job
         code = code or (error.code if isinstance(error, RoninError) else None)
         message = error.message if isinstance(error, RoninError) else repr(error)
@@ -298,7 +305,8 @@ class Worker:
             if not permanent:
                 final["message"] = f"gave up after {job.attempt} attempts: {message}"
             logger.warning("job %s failed: %s", job.job_id, final["message"])
-            await self._finish(running, "failed", error=final)
+            result = context.result(None) if context is not None else None
+            await self._finish(running, "failed", error=final, result=result)
             return
         delay = retry_delay(job.attempt, base=self.options.retry_base)
         logger.warning(

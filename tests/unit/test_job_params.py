@@ -37,6 +37,8 @@ def target(kind: str, value: Any) -> dict[str, Any]:
         target("did", "did:kos:tohunga:51be02"),
         params(depth=8, ports=[1, 65535]),
         params(concurrency=4096, rate=0.5),
+        params(mdns_window_s=1),
+        params(mdns_window_s=59.5),
     ],
 )
 def test_valid_params(valid: dict[str, Any]) -> None:
@@ -48,6 +50,7 @@ def test_defaults_and_normalisation() -> None:
         {"target": {"type": "domain", "value": "Example.ORG."}, "protocols": ["dns-sd"]}
     )
     assert (parsed.target, parsed.depth, parsed.ports) == ("example.org", 1, (KOS_PORT,))
+    assert parsed.mdns_window_s == 3
 
 
 @pytest.mark.parametrize(
@@ -83,6 +86,9 @@ def test_defaults_and_normalisation() -> None:
         (params(concurrency=2.5), "concurrency", "from 1 to 4096"),
         (params(rate=-1), "rate", "from 0"),
         (params(rate="fast"), "rate", "from 0"),
+        (params(mdns_window_s=0.5), "mdns_window_s", "from 1 to 60"),
+        (params(mdns_window_s=3600), "mdns_window_s", "from 1 to 60"),
+        (params(mdns_window_s="3s"), "mdns_window_s", "from 1 to 60"),
     ],
 )
 def test_invalid_params_name_their_field(invalid: Any, field: str, message: str) -> None:

@@ -88,3 +88,24 @@ def test_the_node_id_is_a_did_stable_on_this_machine() -> None:
     )
     with pytest.raises(InvalidValue, match="RONIN_NODE_ID"):
         Settings.from_env({"RONIN_NODE_ID": "ronin-1"})
+
+
+def test_peers_are_base_urls_with_an_optional_token() -> None:
+    settings = Settings.from_env(
+        {"RONIN_PEERS": "http://127.0.0.1:30437/ secret-token-0123456789, https://b.example:8443"}
+    )
+    assert [(p.url, p.token) for p in settings.peers] == [
+        ("http://127.0.0.1:30437", "secret-token-0123456789"),
+        ("https://b.example:8443", None),
+    ]
+    assert "secret" not in repr(settings)
+    with pytest.raises(InvalidValue, match="RONIN_PEERS"):
+        Settings.from_env({"RONIN_PEERS": "ronin-b:30437"})
+
+
+def test_a_ca_bundle_must_be_a_file(tmp_path: Path) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    assert Settings.from_env({"RONIN_CA_BUNDLE": str(bundle)}).ca_bundle == bundle
+    with pytest.raises(InvalidValue, match="RONIN_CA_BUNDLE"):
+        Settings.from_env({"RONIN_CA_BUNDLE": str(tmp_path / "missing.pem")})

@@ -63,6 +63,7 @@ JOB_PARAMS_SCHEMA: dict[str, Any] = {
         },
         "concurrency": {"type": "integer", "minimum": 1, "maximum": 4096},
         "rate": {"type": "number", "minimum": 0, "maximum": 1000000},
+        "mdns_window_s": {"type": "number", "minimum": 1, "maximum": 60, "default": 3},
     },
 }
 #: One Server-Sent Event of a job's stream: its data is a KLF message, as JSON.
