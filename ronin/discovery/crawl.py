@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import logging
 import ssl
 import time
 import zlib
@@ -26,7 +25,7 @@ from dns.asyncresolver import Resolver
 
 from ronin import metrics
 from ronin.config import Peer
-from ronin.discovery import did_web, dns_sd, mdns
+from ronin.discovery import dns_sd, leads
 from ronin.discovery.descriptor import DESCRIPTOR_PATH, NodeDescriptor
 from ronin.discovery.http_probe import (
     DEFAULT_CONNECT_TIMEOUT_S,
@@ -44,8 +43,6 @@ from ronin.discovery.targets import Probe, Sweep
 from ronin.jobs.context import JobContext
 from ronin.jobs.executor import ScanFailed
 from ronin.store.models import ServiceFilter, Sighting
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_CONCURRENCY = 256
 DEFAULT_RATE = 1000.0
@@ -169,99 +166,59 @@ class Crawl:
         await self._peer_level()
 
     async def _mdns_urls(self) -> list[str]:
-        """Browse ``_kos._tcp.local.`` for the job's window (PROTOCOL.md section 3): one URL
-        per instance, at its first address in scope (and, for a network target, in it)."""
-        try:
-            instances = await mdns.browse(
-                self.params.mdns_window_s, interfaces=self.options.mdns_interfaces or None
-            )
-        except (OSError, ValueError) as exc:
-            logger.warning("job %s: mDNS is unavailable: %s", self.context.job_id, exc)
-            self._failed("mdns_unavailable")
-            return []
         network = (
             ipaddress.ip_network(self.params.target)
             if self.params.target_type == "network_cidr"
             else None
         )
-        urls = []
-        for instance in instances:
-            allowed = [
-                address
-                for address in instance.addresses
-                if self.options.policy.allows(address)
-                and (network is None or ipaddress.ip_address(address) in network)
-            ]
-            if not allowed:
-                self._failed("mdns_out_of_scope")
-                continue
-            url = f"http://{_host(allowed[0])}:{instance.port}"
-            key = _node_key(url)
-            if key in self.methods:
-                continue
-            self.methods[key] = "mdns_advertisement"
-            if instance.path != DESCRIPTOR_PATH:
-                self.paths[key] = instance.path
-            urls.append(url)
-        return urls
+        found = await leads.from_mdns(
+            self.params.mdns_window_s, self.options.mdns_interfaces, self.options.policy, network
+        )
+        return self._follow(found)
 
     async def _initial_urls(self) -> list[str]:
         target = self.params.target
         if self.params.target_type == "domain":
-            return await self._domain_urls(target)
+            resolver = self.options.dns or dns_sd.new_resolver(None)
+            found = await leads.from_domain(
+                target, self.params.protocols, resolver, self.options.policy
+            )
+            return self._follow(found)
         if "http-api" not in self.params.protocols:
             return []  # a DID is resolved over HTTP
         if target.startswith("did:web:"):
-            resolved = await did_web.resolve(
+            found = await leads.from_did_web(
                 self.session,
                 target,
                 self.options.policy,
                 total_timeout_s=self.options.total_timeout_s,
             )
-            if isinstance(resolved, Failed):
-                self._failed(resolved.reason)
-                raise ScanFailed(f"{target} could not be resolved: {resolved.message}")
-            urls = list(resolved.endpoints)
-        else:
-            urls = await self._known_endpoints(target)
-            if not urls:
-                raise ScanFailed(f"neither this node's map nor its peers' know {target}")
+            urls = self._follow(found)
+            if found.unresolved is not None:
+                raise ScanFailed(f"{target} could not be resolved: {found.unresolved}")
+            return urls
+        urls = await self._known_endpoints(target)
+        if not urls:
+            raise ScanFailed(f"neither this node's map nor its peers' know {target}")
         for url in urls:
             self.expected[_node_key(url)] = target
         return urls
 
-    async def _domain_urls(self, domain: str) -> list[str]:
-        """DNS-SD first (SRV and TXT at ``_kos._tcp.<domain>``; PROTOCOL.md section 3): one
-        URL per SRV target, at its first address in scope. With no SRV target at all, the
-        domain's own ``https://<domain>/.well-known/kos-node``."""
-        fallback = [f"https://{domain}"] if "http-api" in self.params.protocols else []
-        if "dns-sd" not in self.params.protocols:
-            return fallback
-        resolver = self.options.dns or dns_sd.new_resolver(None)
-        records = await dns_sd.lookup(domain, resolver)
-        for failure in records.failures:
-            self._failed(failure.partition(":")[0])
-        if not records.targets:
-            return fallback
-        path = dns_sd.descriptor_path(records.txt)
+    def _follow(self, found: leads.Leads) -> list[str]:
+        """Count what could not be followed; remember how each lead was found; its URLs."""
+        for reason in found.failures:
+            self._failed(reason)
         urls = []
-        for target in records.targets:
-            allowed = [a for a in target.addresses if self.options.policy.allows(a)]
-            self.stats["dns_answers_out_of_scope"] = (
-                self.stats.get("dns_answers_out_of_scope", 0) + len(target.addresses) - len(allowed)
-            )
-            if target.addresses and not allowed:
-                self._failed("dns_answer_out_of_scope")
-            if not allowed:
-                continue
-            url = f"http://{_host(allowed[0])}:{target.port}"
-            key = _node_key(url)
-            if key in self.methods:
-                continue  # two SRV records for one node
-            self.methods[key] = "dns_srv"
-            if path != DESCRIPTOR_PATH:
-                self.paths[key] = path
-            urls.append(url)
+        for lead in found.found:
+            key = _node_key(lead.url)
+            if key in self.methods or key in self.visited:
+                continue  # one node, found twice
+            self.methods[key] = lead.method
+            if lead.path != DESCRIPTOR_PATH:
+                self.paths[key] = lead.path
+            if lead.expected_node_id is not None:
+                self.expected[key] = lead.expected_node_id
+            urls.append(lead.url)
         return urls
 
     async def _sweep_network(self) -> None:
@@ -279,7 +236,7 @@ class Crawl:
 
         async def fetch(probe: Probe) -> None:
             try:
-                url = f"http://{_host(probe.address)}:{probe.port}"
+                url = f"http://{leads.host(probe.address)}:{probe.port}"
                 if _node_key(url) not in self.visited:  # an mDNS instance already probed
                     await self._probe(url, discovery_method="http_probe")
             finally:
@@ -499,10 +456,6 @@ class Crawl:
             "paths": self.paths,
             "mdns_done": self.mdns_done,
         }
-
-
-def _host(address: str) -> str:
-    return f"[{address}]" if ":" in address else address
 
 
 def _node_key(url: str) -> str:

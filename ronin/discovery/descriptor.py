@@ -14,6 +14,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 DESCRIPTOR_PATH = "/.well-known/kos-node"
+#: A descriptor path a TXT record gives (PROTOCOL.md section 3) is used only if it is this short
+#: and made of RFC 3986 path characters: no "//" start (that would name another host), no "?",
+#: "#", spaces, backslashes or controls, "%" only as an escape, and no "." or ".." segment.
+MAX_PATH_CHARS = 255
+_SAFE_PATH = re.compile(r"/(?!/)(?:[A-Za-z0-9._~!$&'()*+,;=:@/-]|%[0-9A-Fa-f]{2})*")
 MAX_DOCUMENT_BYTES = 1024 * 1024
 MAX_SERVICES = 256
 MAX_PEERS = 1024
@@ -34,6 +39,18 @@ CANONICAL_CLASSES = (
 DID = re.compile(r"^did:[a-z0-9]+:[A-Za-z0-9._:%-]+$")
 CAPABILITY = re.compile(r"^[A-Za-z0-9._:/-]{1,128}$")
 CODEX_HASH = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+def safe_path(path: str | None) -> str:
+    """``path`` if it is a safe absolute path on the node's own server, else the usual one."""
+    if (
+        path
+        and len(path) <= MAX_PATH_CHARS
+        and _SAFE_PATH.fullmatch(path)
+        and not any(segment in (".", "..") for segment in path.split("/"))
+    ):
+        return path
+    return DESCRIPTOR_PATH
 
 
 class InvalidDescriptor(Exception):

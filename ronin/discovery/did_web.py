@@ -10,13 +10,13 @@ URL whose descriptor is then fetched.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, TypeGuard
-from urllib.parse import unquote, urlsplit
+from typing import Any
+from urllib.parse import unquote
 
 import aiohttp
 import orjson
 
-from ronin.discovery.http_probe import Failed, fetch_document
+from ronin.discovery.http_probe import Failed, fetch_document, is_http_url
 from ronin.discovery.policy import ScopePolicy
 
 KOS_SERVICE_TYPE = "KosNode"
@@ -76,21 +76,10 @@ def _kos_endpoints(services: Any) -> tuple[str, ...]:
         endpoint = service.get("serviceEndpoint")
         candidates = endpoint if isinstance(endpoint, list) else [endpoint]
         for candidate in candidates:
-            if _is_base_url(candidate) and candidate not in found:
+            if is_http_url(candidate) and candidate not in found:
                 found.append(candidate)
     return tuple(found[:MAX_ENDPOINTS])
 
 
 def _is_kos(kind: Any) -> bool:
     return kind == KOS_SERVICE_TYPE or (isinstance(kind, list) and KOS_SERVICE_TYPE in kind)
-
-
-def _is_base_url(value: Any) -> TypeGuard[str]:
-    if not isinstance(value, str) or len(value) > 2048:
-        return False
-    try:
-        parts = urlsplit(value)
-        _ = parts.port
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname)

@@ -33,7 +33,7 @@ import dns.resolver
 from dns.rdtypes.ANY.TXT import TXT
 from dns.rdtypes.IN.SRV import SRV
 
-from ronin.discovery.descriptor import DESCRIPTOR_PATH
+from ronin.discovery.descriptor import safe_path
 from ronin.errors import InvalidValue
 
 SERVICE = "_kos._tcp"
@@ -50,12 +50,10 @@ MAX_TARGETS = 64
 MAX_ADDRESSES = 16
 MAX_TXT_ENTRIES = 64
 MAX_TXT_KEY_CHARS = 64
-MAX_PATH_CHARS = 1024
 
 _PORT = re.compile(r"[0-9]{1,5}")
 _HOSTNAME = re.compile(r"[A-Za-z0-9_-]{1,63}(?:\.[A-Za-z0-9_-]{1,63})*")  # dnspython caps length
 _TXT_KEY = re.compile(r"[\x21-\x3c\x3e-\x7e]+")  # printable US-ASCII but "=" (RFC 6763 6.4)
-_SAFE_PATH = re.compile(r"/(?!/)(?:[A-Za-z0-9._~!$&'()*+,;=:@/-]|%[0-9A-Fa-f]{2})*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,10 +173,7 @@ async def lookup(domain: str, resolver: dns.asyncresolver.Resolver) -> DomainRec
 
 def descriptor_path(txt: dict[str, str]) -> str:
     """The TXT ``path`` when it is a safe absolute path, else ``/.well-known/kos-node``."""
-    path = txt.get("path", "")
-    if len(path) <= MAX_PATH_CHARS and _SAFE_PATH.fullmatch(path) and not _dot_segments(path):
-        return path
-    return DESCRIPTOR_PATH
+    return safe_path(txt.get("path"))
 
 
 def descriptor_urls(
@@ -329,7 +324,3 @@ async def _addresses(
 
 def _host(name: dns.name.Name) -> str:
     return name.to_text(omit_final_dot=True).lower()
-
-
-def _dot_segments(path: str) -> bool:
-    return any(segment in (".", "..") for segment in path.split("/"))

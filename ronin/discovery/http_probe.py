@@ -18,7 +18,7 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -39,6 +39,7 @@ from ronin.discovery.policy import ScopePolicy
 DEFAULT_CONNECT_TIMEOUT_S = 2.0
 DEFAULT_TOTAL_TIMEOUT_S = 5.0
 MAX_REDIRECTS = 3
+MAX_URL_CHARS = 2048  # PROTOCOL.md section 1: an endpoint
 READ_CHUNK = 64 * 1024
 USER_AGENT = "ronin/0.1 (+kos discovery)"
 
@@ -154,6 +155,18 @@ def tls_context(ca_bundle: Path | None) -> ssl.SSLContext:
     if ca_bundle is not None:
         context.load_verify_locations(cafile=str(ca_bundle))
     return context
+
+
+def is_http_url(value: Any) -> TypeGuard[str]:
+    """An absolute http(s) URL with a host and a valid port, of a sane length."""
+    if not isinstance(value, str) or len(value) > MAX_URL_CHARS:
+        return False
+    try:
+        parts = urlsplit(value)
+        _ = parts.port
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def descriptor_url(base: str, path: str = DESCRIPTOR_PATH) -> str:

@@ -33,9 +33,10 @@ from zeroconf import (
 )
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
+from ronin.discovery.descriptor import DESCRIPTOR_PATH, safe_path
+
 SERVICE_TYPE: Final = "_kos._tcp.local."
 TXT_VERSION: Final = "1"
-DEFAULT_PATH: Final = "/.well-known/kos-node"
 #: Instances kept by one browse; later ones are ignored (a flooded link costs no more).
 MAX_INSTANCES: Final = 1024
 #: Addresses kept per instance.
@@ -63,9 +64,6 @@ MAX_TXT_ITEM_BYTES: Final = 255
 
 logger = logging.getLogger(__name__)
 
-# RFC 3986 path characters only: no "//" start (that would name another host), no "?", "#",
-# spaces, backslashes or controls, and percent signs only as escapes.
-_SAFE_PATH = re.compile(r"/(?!/)(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -81,7 +79,7 @@ class Instance:
     @property
     def path(self) -> str:
         """The descriptor path: TXT ``path`` when it is a safe absolute path, else the default."""
-        return descriptor_path(self.txt.get("path"))
+        return safe_path(self.txt.get("path"))
 
     def descriptor_urls(self) -> list[str]:
         """``http://<address>:<port><path>`` for each address, IPv6 in brackets."""
@@ -92,18 +90,6 @@ class Instance:
 def _url_host(address: str) -> str:
     """An address as a URL host: IPv6 in brackets, a zone (fe80::1%eth0) escaped (RFC 6874)."""
     return "[" + address.replace("%", "%25") + "]" if ":" in address else address
-
-
-def descriptor_path(path: str | None) -> str:
-    """``path`` if it is a safe absolute path on the node's own server, else the default."""
-    if (
-        path
-        and len(path) <= MAX_PATH_CHARS
-        and _SAFE_PATH.fullmatch(path)
-        and ".." not in path.split("/")
-    ):
-        return path
-    return DEFAULT_PATH
 
 
 async def browse(window_s: float, *, interfaces: Sequence[str] | None = None) -> list[Instance]:
@@ -236,10 +222,10 @@ def decode_txt(text: bytes) -> dict[str, str]:
     return decoded
 
 
-def txt_record(node_id: str, node_class: str, path: str = DEFAULT_PATH) -> dict[str, str]:
+def txt_record(node_id: str, node_class: str, path: str = DESCRIPTOR_PATH) -> dict[str, str]:
     """The TXT keys of PROTOCOL.md section 3 (``path`` only when it is not the default)."""
     txt = {"txtvers": TXT_VERSION, "node_id": node_id, "node_class": node_class}
-    if path != DEFAULT_PATH:
+    if path != DESCRIPTOR_PATH:
         txt["path"] = path
     return txt
 
@@ -252,7 +238,7 @@ async def advertise(
     port: int,
     node_id: str,
     node_class: str,
-    path: str = DEFAULT_PATH,
+    path: str = DESCRIPTOR_PATH,
     interfaces: Sequence[str] | None = None,
 ) -> AsyncIterator[Instance]:
     """Advertise one ``_kos._tcp.local.`` instance for the duration of the ``async with``.
@@ -303,7 +289,7 @@ def _service_info(
         raise ValueError(f"name must be 1-{MAX_LABEL_BYTES} bytes without controls: {name!r}")
     if not 0 < port < 65536:
         raise ValueError(f"port out of range: {port}")
-    if descriptor_path(path) != path:
+    if safe_path(path) != path:
         raise ValueError(f"path must be a safe absolute path: {path!r}")
     raw = [host_address] if isinstance(host_address, str) else list(host_address)
     if not raw:

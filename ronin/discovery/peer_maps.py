@@ -13,12 +13,12 @@ import logging
 import ssl
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
 
 from ronin.config import Peer
+from ronin.discovery.http_probe import is_http_url
 
 logger = logging.getLogger(__name__)
 
@@ -104,11 +104,4 @@ def _endpoint(item: Any, did: str) -> str | None:
     if not isinstance(item, dict) or item.get("node_id") != did:
         return None
     endpoint = item.get("endpoint")
-    if not isinstance(endpoint, str) or len(endpoint) > 2048:
-        return None
-    try:
-        parts = urlsplit(endpoint)
-        _ = parts.port
-    except ValueError:
-        return None
-    return endpoint if parts.scheme in ("http", "https") and parts.hostname else None
+    return endpoint if is_http_url(endpoint) else None

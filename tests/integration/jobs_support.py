@@ -11,7 +11,10 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
+from ronin.discovery.crawl import DiscoveryOptions, run_discovery
+from ronin.jobs.context import JobContext
 from ronin.jobs.executor import Executor
+from ronin.jobs.submit import submit_job
 from ronin.jobs.worker import Worker, WorkerOptions
 from ronin.store.job_models import Job
 from ronin.store.jobs import JobStore
@@ -63,3 +66,20 @@ async def wait_for(
             if condition(job):
                 return job
             await asyncio.sleep(0.05)
+
+
+async def run_discovery_job(
+    db_url: str,
+    pool: AsyncConnectionPool[Any],
+    store: JobStore,
+    params: dict[str, Any],
+    options: DiscoveryOptions,
+) -> Job:
+    """Submit a discovery job and run it to its end in an in-process worker with ``options``."""
+
+    async def run(context: JobContext) -> dict[str, Any] | None:
+        return await run_discovery(context, options)
+
+    job, _ = await submit_job(store, params, max_attempts=1)
+    async with running_worker(db_url, pool, executor=run):
+        return await wait_for(store, job.job_id)

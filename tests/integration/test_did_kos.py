@@ -15,10 +15,8 @@ from psycopg_pool import AsyncConnectionPool
 from ronin.api.app import create_app
 from ronin.beacon import BeaconServer, demo_descriptor
 from ronin.config import Peer
-from ronin.discovery.crawl import DiscoveryOptions, run_discovery
+from ronin.discovery.crawl import DiscoveryOptions
 from ronin.discovery.policy import ScopePolicy, parse_networks
-from ronin.jobs.context import JobContext
-from ronin.jobs.submit import submit_job
 from ronin.store.database import Database
 from ronin.store.job_models import Job
 from ronin.store.jobs import JobStore
@@ -26,7 +24,7 @@ from ronin.store.models import ServiceFilter, Sighting
 from ronin.store.services import ServiceMap
 from tests.conftest import create_database, drop_database
 from tests.integration.api_support import READ_TOKEN, TOKENS, settings_for
-from tests.integration.jobs_support import running_worker, wait_for
+from tests.integration.jobs_support import run_discovery_job
 from tests.support.fleet import free_port
 
 HOST = "127.46.0.1"
@@ -95,14 +93,8 @@ async def discover(
     options = DiscoveryOptions(
         policy=POLICY, rate=None, connect_timeout_s=1, total_timeout_s=3, peers=peers
     )
-
-    async def run(context: JobContext) -> dict[str, Any] | None:
-        return await run_discovery(context, options)
-
     params = {"target": {"type": "did", "value": did}, "protocols": ["http-api"]}
-    job, _ = await submit_job(store, params, max_attempts=1)
-    async with running_worker(db_url, pool, executor=run):
-        return await wait_for(store, job.job_id)
+    return await run_discovery_job(db_url, pool, store, params, options)
 
 
 async def test_a_node_only_a_peer_knows_is_found_through_it_and_confirmed(

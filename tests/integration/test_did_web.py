@@ -12,16 +12,14 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from ronin.beacon import ServiceSpec, make_descriptor
-from ronin.discovery.crawl import DiscoveryOptions, run_discovery
+from ronin.discovery.crawl import DiscoveryOptions
 from ronin.discovery.did_web import document_url
 from ronin.discovery.policy import ScopePolicy, parse_networks
-from ronin.jobs.context import JobContext
-from ronin.jobs.submit import submit_job
 from ronin.store.job_models import Job
 from ronin.store.jobs import JobStore
 from ronin.store.models import ServiceFilter
 from ronin.store.services import ServiceMap
-from tests.integration.jobs_support import running_worker, wait_for
+from tests.integration.jobs_support import run_discovery_job
 from tests.support.did_site import DidSite, TrustedCA, did_site, new_ca
 
 POLICY = ScopePolicy(parse_networks("127.0.0.0/8,::1/128", field="RONIN_ALLOW"))
@@ -67,14 +65,8 @@ async def discover(
     options = DiscoveryOptions(
         policy=POLICY, rate=None, connect_timeout_s=1, total_timeout_s=3, ssl_context=context
     )
-
-    async def run(job: JobContext) -> dict[str, Any] | None:
-        return await run_discovery(job, options)
-
     params = {"target": {"type": "did", "value": did}, "protocols": ["http-api"]}
-    job, _ = await submit_job(store, params, max_attempts=1)
-    async with running_worker(db_url, pool, executor=run):
-        return await wait_for(store, job.job_id)
+    return await run_discovery_job(db_url, pool, store, params, options)
 
 
 async def node_services(service_map: ServiceMap, node_id: str) -> dict[str, dict[str, Any]]:

@@ -12,15 +12,13 @@ from psycopg_pool import AsyncConnectionPool
 
 from ronin.beacon import BeaconServer, demo_descriptor
 from ronin.discovery import dns_sd
-from ronin.discovery.crawl import DiscoveryOptions, run_discovery
+from ronin.discovery.crawl import DiscoveryOptions
 from ronin.discovery.policy import ScopePolicy, parse_networks
-from ronin.jobs.context import JobContext
-from ronin.jobs.submit import submit_job
 from ronin.store.job_models import Job
 from ronin.store.jobs import JobStore
 from ronin.store.models import ServiceFilter
 from ronin.store.services import ServiceMap
-from tests.integration.jobs_support import running_worker, wait_for
+from tests.integration.jobs_support import run_discovery_job
 from tests.support.dns_server import DnsServer
 from tests.support.fleet import ConnectionRecorder, free_port
 
@@ -57,14 +55,8 @@ async def discover(
         total_timeout_s=3,
         dns=dns_sd.new_resolver(dns.address, timeout_s=2),
     )
-
-    async def run(context: JobContext) -> dict[str, Any] | None:
-        return await run_discovery(context, options)
-
     params = {"target": {"type": "domain", "value": domain}, "protocols": protocols}
-    job, _ = await submit_job(store, params, max_attempts=1)
-    async with running_worker(db_url, pool, executor=run):
-        return await wait_for(store, job.job_id)
+    return await run_discovery_job(db_url, pool, store, params, options)
 
 
 async def test_every_srv_target_in_scope_is_probed_and_none_outside(

@@ -15,7 +15,7 @@ import json
 import secrets
 import signal
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +24,16 @@ import pytest
 from zeroconf import ServiceStateChange
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncZeroconf
 
+from ronin.discovery.descriptor import DESCRIPTOR_PATH, safe_path
 from ronin.discovery.mdns import (
-    DEFAULT_PATH,
     MAX_TXT_BYTES,
     SERVICE_TYPE,
     Instance,
     advertise,
     browse,
     decode_txt,
-    descriptor_path,
     txt_record,
 )
-from tests.support import netns
 from tests.support.netns import VethNamespace
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,15 +42,6 @@ WINDOW_S = 2.0
 #: How long a test watches for an event that should not come (never a threshold on speed).
 QUIET_S = 1.5
 NODE_ID = "did:kos:griot:7f3a9c"
-
-
-@pytest.fixture
-def link() -> Iterator[VethNamespace]:
-    reason = netns.unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    with netns.veth_namespace() as created:
-        yield created
 
 
 def label(prefix: str) -> str:
@@ -244,8 +233,8 @@ async def test_garbage_in_txt_records_does_not_break_browse(link: VethNamespace)
     assert instance.txt == {"txtvers": "1", "path": "//evil.example/x", "flag": ""}
     assert instance.port == 30438
     assert instance.descriptor_urls() == [
-        f"http://{link.inner_address}:30438{DEFAULT_PATH}",
-        f"http://[{link.inner_address6}]:30438{DEFAULT_PATH}",
+        f"http://{link.inner_address}:30438{DESCRIPTOR_PATH}",
+        f"http://[{link.inner_address6}]:30438{DESCRIPTOR_PATH}",
     ]
 
 
@@ -281,9 +270,9 @@ def instance(addresses: tuple[str, ...], **txt: str) -> Instance:
 
 def test_descriptor_urls_bracket_ipv6_and_use_the_default_path() -> None:
     assert instance(("10.0.0.5", "fd00::5", "fe80::1%eth0")).descriptor_urls() == [
-        f"http://10.0.0.5:8080{DEFAULT_PATH}",
-        f"http://[fd00::5]:8080{DEFAULT_PATH}",
-        f"http://[fe80::1%25eth0]:8080{DEFAULT_PATH}",
+        f"http://10.0.0.5:8080{DESCRIPTOR_PATH}",
+        f"http://[fd00::5]:8080{DESCRIPTOR_PATH}",
+        f"http://[fe80::1%25eth0]:8080{DESCRIPTOR_PATH}",
     ]
     assert instance(()).descriptor_urls() == []
 
@@ -312,9 +301,9 @@ def test_descriptor_urls_follow_a_safe_path() -> None:
     ],
 )
 def test_descriptor_urls_ignore_an_unsafe_path(path: str) -> None:
-    assert descriptor_path(path) == DEFAULT_PATH
+    assert safe_path(path) == DESCRIPTOR_PATH
     assert instance(("10.0.0.5",), path=path).descriptor_urls() == [
-        f"http://10.0.0.5:8080{DEFAULT_PATH}"
+        f"http://10.0.0.5:8080{DESCRIPTOR_PATH}"
     ]
 
 

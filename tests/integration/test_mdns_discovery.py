@@ -16,29 +16,17 @@ from typing import Any
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from ronin.discovery.crawl import DiscoveryOptions, run_discovery
+from ronin.discovery.crawl import DiscoveryOptions
 from ronin.discovery.policy import ScopePolicy, parse_networks
-from ronin.jobs.context import JobContext
-from ronin.jobs.submit import submit_job
 from ronin.store.job_models import Job
 from ronin.store.jobs import JobStore
 from ronin.store.models import ServiceFilter
 from ronin.store.services import ServiceMap
-from tests.integration.jobs_support import running_worker, wait_for
-from tests.support import netns
+from tests.integration.jobs_support import run_discovery_job
 from tests.support.netns import VethNamespace
 
 READY_TIMEOUT_S = 30
 PORT = 30437
-
-
-@pytest.fixture
-def link() -> Iterator[VethNamespace]:
-    reason = netns.unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    with netns.veth_namespace() as created:
-        yield created
 
 
 @pytest.fixture
@@ -91,19 +79,13 @@ async def discover(
         total_timeout_s=3,
         mdns_interfaces=(link.root_address,),  # never multicast on any other interface
     )
-
-    async def run(context: JobContext) -> dict[str, Any] | None:
-        return await run_discovery(context, options)
-
     params = {
         "target": {"type": "network_cidr", "value": target or f"{link.inner_address}/32"},
         "protocols": protocols,
         "ports": [PORT],
         "mdns_window_s": 2,
     }
-    job, _ = await submit_job(store, params, max_attempts=1)
-    async with running_worker(db_url, pool, executor=run):
-        return await wait_for(store, job.job_id)
+    return await run_discovery_job(db_url, pool, store, params, options)
 
 
 async def test_an_advertised_node_is_found_confirmed_and_mapped(

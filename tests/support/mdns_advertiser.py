@@ -21,7 +21,8 @@ from typing import Any
 
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
-from ronin.discovery.mdns import DEFAULT_PATH, SERVICE_TYPE, advertise
+from ronin.discovery.descriptor import DESCRIPTOR_PATH
+from ronin.discovery.mdns import SERVICE_TYPE, advertise
 
 STEP_TIMEOUT_S = 10.0
 
@@ -42,7 +43,7 @@ async def main(spec: dict[str, Any]) -> None:
                     port=spec["port"],
                     node_id=spec["node_id"],
                     node_class=spec["node_class"],
-                    path=spec.get("path", DEFAULT_PATH),
+                    path=spec.get("path", DESCRIPTOR_PATH),
                     interfaces=[spec["interface"]],
                 )
             )
