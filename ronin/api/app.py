@@ -12,7 +12,7 @@ from ronin.api import errors
 from ronin.api.auth import may_read
 from ronin.api.cache import ReadCache
 from ronin.api.limits import MAX_BODY_BYTES, BodyLimit
-from ronin.api.routes import health, jobs, klf, schedules, services
+from ronin.api.routes import descriptor, health, jobs, klf, schedules, services
 from ronin.api.state import NodeState
 from ronin.config import Settings
 from ronin.store.database import Database
@@ -51,6 +51,6 @@ def create_app(
     app.add_middleware(
         ReadCache, ttl_s=settings.api_cache_s, authorized=may_read(settings.api_tokens)
     )
-    for module in (jobs, services, klf, schedules, health):
+    for module in (jobs, services, klf, schedules, health, descriptor):
         app.include_router(module.router)
     return app

@@ -22,7 +22,7 @@ from ronin.config import Settings
 from ronin.discovery.policy import ScopePolicy
 from ronin.errors import DatabaseError, RoninError
 from ronin.jobs.follow import JobEvents, follow_job
-from ronin.jobs.submit import add_schedule
+from ronin.jobs.submit import add_schedule, submit_job
 from ronin.store.database import Database, open_database
 from ronin.store.job_models import Attempt, Job, JobPage, JobStatus, Schedule
 from ronin.store.jobs import JobStore
@@ -36,6 +36,7 @@ T = TypeVar("T")
 class Backend(Protocol):
     """What the operator commands ask of a node."""
 
+    async def submit(self, params: dict[str, Any]) -> Job: ...
     async def list_jobs(
         self, status: JobStatus | None, limit: int, cursor: str | None
     ) -> JobPage: ...
@@ -68,6 +69,13 @@ class LocalBackend:
         self._jobs = JobStore(database.pool)
         self._map = ServiceMap(database.pool, freshness_window=settings.freshness_window)
         self._policy = ScopePolicy.from_settings(settings)
+        self._max_attempts = settings.job_max_attempts
+
+    async def submit(self, params: dict[str, Any]) -> Job:
+        job, _ = await submit_job(
+            self._jobs, params, max_attempts=self._max_attempts, policy=self._policy
+        )
+        return job
 
     async def list_jobs(self, status: JobStatus | None, limit: int, cursor: str | None) -> JobPage:
         return await self._jobs.list_jobs(status=status, limit=limit, cursor=cursor)
@@ -134,6 +142,9 @@ class RemoteBackend:
         if answer.is_error:
             raise _remote_error(answer)
         return answer.content
+
+    async def submit(self, params: dict[str, Any]) -> Job:
+        return _read(JOB, await self._call("POST", "/v1/jobs", json=params))
 
     async def list_jobs(self, status: JobStatus | None, limit: int, cursor: str | None) -> JobPage:
         params = _params(status=status, limit=limit, cursor=cursor)

@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ronin.cli.backend import open_backend
 from ronin.cli.common import app, console, error_console, run
 from ronin.config import Settings
 from ronin.discovery.executor import discovery_executor
@@ -126,6 +127,19 @@ async def submit_and_wait(
         return shown.result()
 
 
+async def submit_remotely(
+    settings: Settings, params: dict[str, Any], *, wait: bool, console: Console
+) -> Job:
+    """Submit to the node at ``RONIN_URL``; with ``wait``, follow its events to the end."""
+    async with open_backend(settings) as backend:
+        job = await backend.submit(params)
+        if not wait:
+            return job
+        async for status, progress, message in backend.follow(job.job_id):
+            console.print(f"{status} {progress:3d}% {message}", highlight=False)
+        return await backend.job(job.job_id)
+
+
 async def _show(conninfo: str, store: JobStore, job_id: uuid.UUID, console: Console) -> Job:
     """Follow the job: a progress bar on a terminal, plain lines elsewhere."""
     final: Job | None = None
@@ -214,6 +228,7 @@ def discover(
 
     Without --wait the job is queued for a worker (ronin worker or ronin serve); with --wait
     this command runs it, unless a worker claims it first, and exits 0 once it completes.
+    With RONIN_URL set, the job goes to that node, and --wait follows its events.
     """
     params = target_params(
         target,
@@ -227,6 +242,8 @@ def discover(
     shown = error_console if as_json else console
 
     async def work(settings: Settings) -> Job:
+        if settings.remote_url:
+            return await submit_remotely(settings, params, wait=wait, console=shown)
         return await submit_and_wait(settings, params, wait=wait, console=shown)
 
     job = run(work)
@@ -236,7 +253,7 @@ def discover(
         print_summary(job, console)
     else:
         console.print(
-            f"queued job {job.job_id}: a worker (ronin worker) runs it; "
+            f"queued job {job.job_id}: a worker (ronin worker or ronin serve) runs it; "
             f"ronin jobs follow {job.job_id} shows its progress",
             soft_wrap=True,
         )

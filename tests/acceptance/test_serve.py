@@ -56,7 +56,13 @@ def test_a_node_migrates_serves_runs_a_job_and_streams_it(
     with (
         beacon(tmp_path, "127.66.0.1") as node,
         served_node(
-            tmp_path, fresh_database, "--workers", "2", RONIN_ALLOW="127.66.0.0/24"
+            tmp_path,
+            fresh_database,
+            "--workers",
+            "2",
+            "--host",
+            "127.66.0.2",
+            RONIN_ALLOW="127.66.0.0/24",
         ) as ronin,
     ):
         port = int(node.url.rsplit(":", 1)[1])
@@ -78,6 +84,15 @@ def test_a_node_migrates_serves_runs_a_job_and_streams_it(
                 assert {s["service_id"] for s in services.json()["items"]} == {
                     s["service_id"] for s in found
                 }
+                # The node is itself a kOS node: a Ronin finds it like any other.
+                own_port = int(ronin.url.rsplit(":", 1)[1])
+                itself = await client.post("/v1/jobs", json=cidr_job("127.66.0.2", own_port))
+                events = f"/v1/jobs/{itself.json()['job_id']}/events"
+                [service] = (await klf_events(client, events))[-1]["payload"]["result"][
+                    "services_found"
+                ]
+                assert service["node_class"] == "Ronin"
+                assert service["endpoint"] == f"{ronin.url}/v1/klf"
 
         asyncio.run(scenario())
         assert ronin.stop() == 0
@@ -88,8 +103,9 @@ def test_a_thousand_concurrent_submissions_are_each_stored_once(
 ) -> None:
     with served_node(tmp_path, db_url, "--workers", "0") as ronin:
 
-        async def submit_all() -> list[httpx.Response]:
-            limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
+        async def submit_all() -> list[httpx.Response | BaseException]:
+            # A connection each: a client's reuse of a pooled connection is not what this tests.
+            limits = httpx.Limits(max_connections=1000, max_keepalive_connections=0)
             async with httpx.AsyncClient(base_url=ronin.url, timeout=120, limits=limits) as client:
                 keys = [f"key-{i}" for i in range(1000)] + [f"key-{i}" for i in range(0, 1000, 10)]
                 return await asyncio.gather(
@@ -100,10 +116,14 @@ def test_a_thousand_concurrent_submissions_are_each_stored_once(
                             headers={"Idempotency-Key": key},
                         )
                         for key in keys
-                    )
+                    ),
+                    return_exceptions=True,
                 )
 
-        answers = asyncio.run(submit_all())
+        outcomes = asyncio.run(submit_all())
+        failures = [repr(o.__cause__ or o) for o in outcomes if isinstance(o, BaseException)]
+        assert failures == [], f"{len(failures)} requests failed: {failures[:5]}\n{ronin.log()}"
+        answers = [o for o in outcomes if isinstance(o, httpx.Response)]
         assert {answer.status_code for answer in answers} == {202}
         by_key: dict[str, set[str]] = {}
         for answer in answers:
@@ -202,6 +222,9 @@ def test_the_operator_commands_talk_to_a_remote_node(tmp_path: Path, db_url: str
         assert "failed" in followed.stdout
         services = json.loads(remote("services", "--capability", "klf", "--json").stdout)
         assert services == {"items": [], "next_cursor": None}
+        queued = json.loads(remote("discover", "127.0.0.1/32", "--json").stdout)
+        assert queued["status"] == "pending"
+        assert scalar(db_url, "SELECT count(*) FROM discovery_jobs") == 2
         started = time.monotonic()
         assert ronin.stop() == 0
         assert time.monotonic() - started < 30

@@ -9,6 +9,7 @@ import httpx
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
+from ronin.discovery.descriptor import parse_descriptor
 from ronin.store.jobs import JobStore
 from tests.integration.api_support import NODE_ID, api_client, assert_error, job_params
 
@@ -171,3 +172,14 @@ async def test_the_openapi_document_describes_every_route_and_its_errors(
         for method, operation in operations.items():
             assert "401" in operation["responses"], (method, path)
             assert "HTTPValidationError" not in str(operation["responses"]), (method, path)
+
+
+async def test_the_node_describes_itself_as_a_kos_node(client: httpx.AsyncClient) -> None:
+    answer = await client.get("/.well-known/kos-node")
+    assert answer.status_code == 200
+    descriptor = parse_descriptor(answer.content)
+    assert descriptor.node_id == NODE_ID
+    assert descriptor.node_class == "Ronin"
+    [service] = descriptor.services
+    assert service.endpoint == "http://ronin.test/v1/klf"
+    assert descriptor.skipped == ()

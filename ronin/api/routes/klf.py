@@ -9,6 +9,7 @@ sender's KLF layer and its HTTP layer both understand the refusal.
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Request, Response
@@ -65,7 +66,7 @@ async def receive_message(
         if exc.http_status >= 500:
             raise
         return _refusal(state, reply_to, exc)
-    events = f"/v1/jobs/{job.job_id}/events?for={reply_to}"
+    events = f"/v1/jobs/{job.job_id}/events?for={quote(reply_to, safe=':')}"
     payload = {
         **klf.progress_payload(job, message=f"queued as job {job.job_id}"),
         "job_url": f"/v1/jobs/{job.job_id}",

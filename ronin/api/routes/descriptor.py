@@ -1,0 +1,49 @@
+"""``/.well-known/kos-node``: this Ronin as a kOS node (PROTOCOL.md section 2), so that other
+nodes, and other Ronins, can discover it like any other. No token: a descriptor is public."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Request, Response
+
+from ronin.api.state import NodeState, node
+from ronin.discovery.descriptor import DESCRIPTOR_PATH
+
+router = APIRouter(tags=["kOS"])
+Node = Annotated[NodeState, Depends(node)]
+NODE_CLASS = "Ronin"
+CAPABILITIES = ("kos_discovery", "service_map_query")
+PROTOCOLS = ("klf/1.0", "http/1.1")
+
+
+@router.get(
+    DESCRIPTOR_PATH,
+    responses={200: {"description": "This node's kOS descriptor (PROTOCOL.md section 2)."}},
+)
+async def own_descriptor(request: Request, state: Node) -> Response:
+    """The node's descriptor: one service, its KLF endpoint, as reached by this request."""
+    return Response(
+        orjson.dumps(describe(state, str(request.base_url).rstrip("/"))),
+        media_type="application/json",
+    )
+
+
+def describe(state: NodeState, base_url: str) -> dict[str, Any]:
+    """A descriptor in exactly PROTOCOL.md section 2's shape; the peers are RONIN_PEERS."""
+    node_id = state.settings.node_id
+    return {
+        "kos": "1.0",
+        "node_id": node_id,
+        "node_class": NODE_CLASS,
+        "services": [
+            {
+                "service_id": f"did:kos:service:{node_id.rsplit(':', 1)[-1]}:klf",
+                "endpoint": f"{base_url}/v1/klf"[:2048],
+                "capabilities": list(CAPABILITIES),
+                "protocols": list(PROTOCOLS),
+            }
+        ],
+        "peers": [peer.url for peer in state.settings.peers],
+    }
