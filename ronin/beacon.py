@@ -24,11 +24,12 @@ from typing import Any, Final, Self
 
 from aiohttp import web
 
+from ronin.discovery.descriptor import DESCRIPTOR_PATH as DESCRIPTOR_PATH
+from ronin.discovery.descriptor import base_url as base_url
 from ronin.discovery.params import KOS_PORT as KOS_PORT
 from ronin.errors import InvalidValue
 
 KOS_VERSION: Final = "1.0"
-DESCRIPTOR_PATH: Final = "/.well-known/kos-node"
 DEFAULT_PROTOCOLS: Final = ("klf/1.0", "http/1.1")
 DEFAULT_CAPABILITIES: Final = ("package_distribution", "knowledge_preservation")
 MAX_ID_CHARS: Final = 255
@@ -92,11 +93,6 @@ def make_descriptor(
         "peers": list(peers),
         "hieros_compliance": {"verified": hieros_verified, "codex_hash": codex_hash(node_id)},
     }
-
-
-def base_url(host: str, port: int) -> str:
-    """``http://host:port``, with an IPv6 address in brackets."""
-    return f"http://{_url_host(host)}:{port}"
 
 
 def demo_descriptor(
@@ -329,7 +325,3 @@ class BeaconServer:
         if not sockname:
             return None
         return self._routes.get((sockname[0], sockname[1]))
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host

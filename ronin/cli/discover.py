@@ -200,18 +200,22 @@ def job_as_json(job: Job) -> str:
     return json.dumps(asdict(job), default=default, indent=2)
 
 
+# The options of a job's params, shared by the commands that make one.
+Depth = Annotated[
+    int, typer.Option(min=1, max=8, help="1: the target only; N: follow peers N-1 hops.")
+]
+Ports = Annotated[
+    list[int] | None, typer.Option(min=1, max=65535, help="Port to probe (repeatable).")
+]
+Protocols = Annotated[list[str] | None, typer.Option(help="http-api, mdns or dns-sd (repeatable).")]
+
+
 @app.command()
 def discover(
     target: Annotated[str, typer.Argument(help="A network (192.168.1.0/24), a domain or a DID.")],
-    depth: Annotated[
-        int, typer.Option(min=1, max=8, help="1: the target only; N: follow peers N-1 hops.")
-    ] = 1,
-    port: Annotated[
-        list[int] | None, typer.Option(min=1, max=65535, help="Port to probe (repeatable).")
-    ] = None,
-    protocol: Annotated[
-        list[str] | None, typer.Option(help="http-api, mdns or dns-sd (repeatable).")
-    ] = None,
+    depth: Depth = 1,
+    port: Ports = None,
+    protocol: Protocols = None,
     wait: Annotated[bool, typer.Option(help="Run the job here and wait for its end.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final job as JSON.")] = False,
     rate: Annotated[

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from ronin.cli.backend import open_backend
 from ronin.cli.common import as_json, console, run, schedules_app
-from ronin.cli.discover import target_params
+from ronin.cli.discover import Depth, Ports, Protocols, target_params
 from ronin.config import Settings
 from ronin.durations import parse_duration
 from ronin.store.job_models import Schedule
@@ -20,13 +20,9 @@ def schedules_add(
     name: Annotated[str, typer.Argument(help="A name for the schedule.")],
     target: Annotated[str, typer.Argument(help="A network, a domain or a DID.")],
     every: Annotated[str, typer.Option(help="The period: 1h, 12h, 7d (at least 1m).")] = "1h",
-    depth: Annotated[int, typer.Option(min=1, max=8, help="How far to follow peers.")] = 1,
-    port: Annotated[
-        list[int] | None, typer.Option(min=1, max=65535, help="Port to probe (repeatable).")
-    ] = None,
-    protocol: Annotated[
-        list[str] | None, typer.Option(help="http-api, mdns or dns-sd (repeatable).")
-    ] = None,
+    depth: Depth = 1,
+    port: Ports = None,
+    protocol: Protocols = None,
 ) -> None:
     """Discover TARGET every period, the first time now (workers create the jobs)."""
 

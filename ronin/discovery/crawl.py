@@ -26,7 +26,7 @@ from dns.asyncresolver import Resolver
 from ronin import metrics
 from ronin.config import Peer
 from ronin.discovery import dns_sd, leads
-from ronin.discovery.descriptor import DESCRIPTOR_PATH, NodeDescriptor
+from ronin.discovery.descriptor import DESCRIPTOR_PATH, NodeDescriptor, base_url
 from ronin.discovery.http_probe import (
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_TOTAL_TIMEOUT_S,
@@ -236,7 +236,7 @@ class Crawl:
 
         async def fetch(probe: Probe) -> None:
             try:
-                url = f"http://{leads.host(probe.address)}:{probe.port}"
+                url = base_url(probe.address, probe.port)
                 if _node_key(url) not in self.visited:  # an mDNS instance already probed
                     await self._probe(url, discovery_method="http_probe")
             finally:
@@ -379,10 +379,10 @@ class Crawl:
             return []
         page = await self.context.services.find(ServiceFilter(node_id=did), limit=20)
         endpoints = [s.endpoint for s in page.items if _is_http(s.endpoint)]
-        endpoints += await self.peer_maps.endpoints(did)
-        for reason in self.peer_maps.failures:
+        from_peers, failures = await self.peer_maps.endpoints(did)
+        endpoints += from_peers
+        for reason in failures:
             self._failed(reason)
-        self.peer_maps.failures.clear()
         bases = {descriptor_url(endpoint) for endpoint in endpoints}
         return sorted(url.removesuffix("/.well-known/kos-node") for url in bases)
 

@@ -41,6 +41,14 @@ CAPABILITY = re.compile(r"^[A-Za-z0-9._:/-]{1,128}$")
 CODEX_HASH = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
+def base_url(host: str, port: int) -> str:
+    """``http://host:port``: an IPv6 address in brackets, its zone (fe80::1%eth0) escaped as
+    ``%25`` (RFC 6874)."""
+    if ":" in host and not host.startswith("["):
+        host = "[" + host.replace("%", "%25") + "]"
+    return f"http://{host}:{port}"
+
+
 def safe_path(path: str | None) -> str:
     """``path`` if it is a safe absolute path on the node's own server, else the usual one."""
     if (

@@ -33,7 +33,7 @@ import dns.resolver
 from dns.rdtypes.ANY.TXT import TXT
 from dns.rdtypes.IN.SRV import SRV
 
-from ronin.discovery.descriptor import safe_path
+from ronin.discovery.descriptor import base_url, safe_path
 from ronin.errors import InvalidValue
 
 SERVICE = "_kos._tcp"
@@ -189,8 +189,7 @@ def descriptor_urls(
             if not allows(address):
                 refused[address] = None
                 continue
-            host = f"[{address}]" if ":" in address else address
-            urls[f"http://{host}:{target.port}{path}"] = None
+            urls[f"{base_url(address, target.port)}{path}"] = None
     return list(urls), list(refused)
 
 

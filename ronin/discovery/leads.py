@@ -15,7 +15,7 @@ import aiohttp
 from dns.asyncresolver import Resolver
 
 from ronin.discovery import did_web, dns_sd, mdns
-from ronin.discovery.descriptor import DESCRIPTOR_PATH
+from ronin.discovery.descriptor import DESCRIPTOR_PATH, base_url
 from ronin.discovery.http_probe import Failed
 from ronin.discovery.policy import ScopePolicy
 
@@ -70,7 +70,7 @@ async def from_mdns(
         if not allowed:
             leads.failures.append("mdns_out_of_scope")
             continue
-        url = f"http://{host(allowed[0])}:{instance.port}"
+        url = base_url(allowed[0], instance.port)
         leads.found.append(Lead(url, "mdns_advertisement", instance.path))
     return leads
 
@@ -96,8 +96,7 @@ async def from_domain(
         allowed = [address for address in target.addresses if policy.allows(address)]
         leads.failures += ["dns_answer_out_of_scope"] * (len(target.addresses) - len(allowed))
         if allowed:
-            url = f"http://{host(allowed[0])}:{target.port}"
-            leads.found.append(Lead(url, "dns_srv", path))
+            leads.found.append(Lead(base_url(allowed[0], target.port), "dns_srv", path))
     return leads
 
 
@@ -111,8 +110,3 @@ async def from_did_web(
     return Leads(
         found=[Lead(url, "did_resolution", expected_node_id=did) for url in resolved.endpoints]
     )
-
-
-def host(address: str) -> str:
-    """An address as a URL host (IPv6 in brackets)."""
-    return f"[{address}]" if ":" in address else address

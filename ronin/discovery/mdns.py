@@ -33,7 +33,7 @@ from zeroconf import (
 )
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
-from ronin.discovery.descriptor import DESCRIPTOR_PATH, safe_path
+from ronin.discovery.descriptor import DESCRIPTOR_PATH, base_url, safe_path
 
 SERVICE_TYPE: Final = "_kos._tcp.local."
 TXT_VERSION: Final = "1"
@@ -84,12 +84,7 @@ class Instance:
     def descriptor_urls(self) -> list[str]:
         """``http://<address>:<port><path>`` for each address, IPv6 in brackets."""
         path = self.path
-        return [f"http://{_url_host(address)}:{self.port}{path}" for address in self.addresses]
-
-
-def _url_host(address: str) -> str:
-    """An address as a URL host: IPv6 in brackets, a zone (fe80::1%eth0) escaped (RFC 6874)."""
-    return "[" + address.replace("%", "%25") + "]" if ":" in address else address
+        return [f"{base_url(address, self.port)}{path}" for address in self.addresses]
 
 
 async def browse(window_s: float, *, interfaces: Sequence[str] | None = None) -> list[Instance]:

@@ -41,8 +41,6 @@ class PeerMaps:
         self._ssl_context = ssl_context
         self._timeout_s = timeout_s
         self._session: aiohttp.ClientSession | None = None
-        #: Why peers could not answer, as short reasons (``peer_unreachable``...).
-        self.failures: list[str] = []
 
     async def __aenter__(self) -> Self:
         if self.peers:
@@ -64,14 +62,17 @@ class PeerMaps:
         if self._session is not None:
             await self._session.close()
 
-    async def endpoints(self, did: str) -> list[str]:
-        """Every http(s) endpoint the peers' maps hold for the node ``did``."""
+    async def endpoints(self, did: str) -> tuple[list[str], list[str]]:
+        """Every http(s) endpoint the peers' maps hold for the node ``did``, and why peers
+        could not answer, as short reasons (``peer_unreachable``...)."""
         if self._session is None:
-            return []
+            return [], []
         answers = await asyncio.gather(*(self._ask(peer, did) for peer in self.peers))
-        return sorted({endpoint for answer in answers for endpoint in answer})
+        found = {endpoint for answer in answers if isinstance(answer, list) for endpoint in answer}
+        return sorted(found), [answer for answer in answers if isinstance(answer, str)]
 
-    async def _ask(self, peer: Peer, did: str) -> list[str]:
+    async def _ask(self, peer: Peer, did: str) -> list[str] | str:
+        """The endpoints ``peer`` knows for ``did``, or why it could not say."""
         assert self._session is not None
         headers = {"Authorization": f"Bearer {peer.token}"} if peer.token else {}
         params = {"node_id": did, "limit": str(MAX_ENDPOINTS_PER_PEER)}
@@ -93,10 +94,9 @@ class PeerMaps:
             return self._failed(peer, "peer_bad_answer")
         return [url for url in (_endpoint(item, did) for item in items) if url]
 
-    def _failed(self, peer: Peer, reason: str) -> list[str]:
+    def _failed(self, peer: Peer, reason: str) -> str:
         logger.info("peer %s: %s", peer.url, reason)
-        self.failures.append(reason)
-        return []
+        return reason
 
 
 def _endpoint(item: Any, did: str) -> str | None:
