@@ -27,6 +27,7 @@ from ronin import metrics
 from ronin.config import Peer
 from ronin.discovery import dns_sd, leads
 from ronin.discovery.descriptor import DESCRIPTOR_PATH, NodeDescriptor, base_url
+from ronin.discovery.hosts import ProbeUrl, UnsafeUrl, parse_probe_url
 from ronin.discovery.http_probe import (
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_TOTAL_TIMEOUT_S,
@@ -356,12 +357,17 @@ class Crawl:
         for peer in node.peers:
             urls = await self._known_endpoints(peer) if peer.startswith("did:") else [peer]
             for url in urls:
-                key = _node_key(url)
+                try:
+                    target = parse_probe_url(url)
+                except UnsafeUrl as exc:
+                    self.context.probe_failed(f"peer_{exc.reason}")
+                    continue
+                key = target.origin
                 if peer.startswith("did:"):
                     self.expected.setdefault(key, peer)
-                if key in self.visited or self._swept(url):
+                if key in self.visited or self._swept(target):
                     continue
-                if not self._in_scope(url):
+                if target.address is not None and not self.options.policy.allows(target.address):
                     self.context.probe_failed("peer_out_of_scope")
                     self.visited.add(key)
                     continue
@@ -369,7 +375,7 @@ class Crawl:
                     self.context.probe_failed("peer_limit")
                     continue
                 self.visited.add(key)
-                self.next_frontier.append(url)
+                self.next_frontier.append(key)
 
     async def _known_endpoints(self, did: str) -> list[str]:
         """A did:kos node's endpoints, from this node's map and its peers' (PROTOCOL.md
@@ -386,28 +392,15 @@ class Crawl:
         bases = {descriptor_url(endpoint) for endpoint in endpoints}
         return sorted(url.removesuffix("/.well-known/kos-node") for url in bases)
 
-    def _swept(self, url: str) -> bool:
+    def _swept(self, target: ProbeUrl) -> bool:
         """True when level 1's sweep already covered this address and port."""
-        if self.params.target_type != "network_cidr":
-            return False
-        parts = urlsplit(url)
-        try:
-            address = ipaddress.ip_address(parts.hostname or "")
-        except ValueError:
-            return False
-        port = parts.port or (443 if parts.scheme == "https" else 80)
         return (
-            parts.scheme == "http"
-            and address in ipaddress.ip_network(self.params.target)
-            and port in self.params.ports
+            self.params.target_type == "network_cidr"
+            and target.scheme == "http"
+            and target.address is not None
+            and target.address in ipaddress.ip_network(self.params.target)
+            and target.port in self.params.ports
         )
-
-    def _in_scope(self, url: str) -> bool:
-        host = urlsplit(url).hostname or ""
-        try:
-            return self.options.policy.allows(ipaddress.ip_address(host))
-        except ValueError:
-            return True  # a name: the scoped resolver checks each address it resolves to
 
     async def _flush_if_due(self) -> None:
         if len(self._pending) >= FLUSH_SIZE or (
@@ -459,9 +452,12 @@ class Crawl:
 
 
 def _node_key(url: str) -> str:
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"
+    """One spelling per node (``scheme://host:port``); a URL Ronin will not connect to keys
+    as itself, and its probe fails with the reason."""
+    try:
+        return parse_probe_url(url).origin
+    except UnsafeUrl:
+        return url
 
 
 def _is_http(url: str) -> bool:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import ipaddress
 import socket
 import ssl
 import time
@@ -34,12 +33,12 @@ from ronin.discovery.descriptor import (
     NodeDescriptor,
     parse_descriptor,
 )
+from ronin.discovery.hosts import MAX_URL_CHARS, UnsafeUrl, parse_probe_url
 from ronin.discovery.policy import ScopePolicy
 
 DEFAULT_CONNECT_TIMEOUT_S = 2.0
 DEFAULT_TOTAL_TIMEOUT_S = 5.0
 MAX_REDIRECTS = 3
-MAX_URL_CHARS = 2048  # PROTOCOL.md section 1: an endpoint
 READ_CHUNK = 64 * 1024
 USER_AGENT = "ronin/0.1 (+kos discovery)"
 
@@ -249,21 +248,15 @@ async def _get(session: aiohttp.ClientSession, url: str, policy: ScopePolicy) ->
 
 
 def _check_url(url: str, policy: ScopePolicy) -> None:
-    """Refuse a URL whose scheme is not HTTP or whose literal address is out of scope."""
+    """Refuse a URL that is not HTTP, whose host is spelled in a way the client would rewrite,
+    or whose literal address is out of scope; a name is checked address by address when the
+    scoped resolver resolves it, and the client connects only to the addresses it keeps."""
     try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        _ = parts.port
-    except ValueError:
-        raise _ProbeError("bad_url", f"not a URL: {url[:200]!r}") from None
-    if parts.scheme not in ("http", "https") or not host:
-        raise _ProbeError("bad_url", f"not an http(s) URL: {url[:200]!r}")
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return  # a name: the scoped resolver checks every address it resolves to
-    if not policy.allows(address):
-        raise _ProbeError("out_of_scope", f"{host} is outside the scope policy")
+        target = parse_probe_url(url)
+    except UnsafeUrl as exc:
+        raise _ProbeError(exc.reason, exc.message) from None
+    if target.address is not None and not policy.allows(target.address):
+        raise _ProbeError("out_of_scope", f"{target.host} is outside the scope policy")
 
 
 async def _read_capped(response: aiohttp.ClientResponse, encoding: str) -> bytes:

@@ -79,7 +79,10 @@ class ScopePolicy:
         except ValueError:
             return False
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
+            ip = ip.ipv4_mapped  # a dual-stack socket sends IPv4 packets to it
+        carried = _nat64_ipv4(ip)
+        if carried is not None and not self._covers(ipaddress.ip_network(carried)):
+            return False  # through a NAT64 gateway: both addresses must be allowed
         return self._covers(ipaddress.ip_network(ip))
 
     def check_target(self, network: Network) -> None:
@@ -111,8 +114,16 @@ class ScopePolicy:
         )
 
 
+def _nat64_ipv4(ip: Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 host a NAT64 address (the well-known prefix ``64:ff9b::/96``) reaches."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
 def _within(inner: Network, outer: Network) -> bool:
     return inner.version == outer.version and inner.subnet_of(outer)  # type: ignore[arg-type]
 
 
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _REFUSED: tuple[Network, ...] = tuple(ipaddress.ip_network(n) for n in ALWAYS_REFUSED)
