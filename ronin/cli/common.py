@@ -17,7 +17,7 @@ from rich.markup import escape
 
 from ronin import __version__
 from ronin.config import Settings
-from ronin.errors import RoninError
+from ronin.errors import DatabaseUnreachable, RoninError
 from ronin.store.database import Database
 from ronin.store.services import ServiceMap
 
@@ -65,8 +65,13 @@ def run(
     """Run one command's coroutine; a Ronin error becomes a one-line message and exit 1."""
     try:
         settings = Settings.from_env()
+    except RoninError as exc:
+        fail(exc)
+    try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             return runner.run(work(settings))
+    except DatabaseUnreachable as exc:
+        fail(exc.naming("RONIN_DATABASE_URL") if settings.database_url else exc)
     except RoninError as exc:
         fail(exc)
 
