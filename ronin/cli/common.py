@@ -19,6 +19,7 @@ from ronin import __version__
 from ronin.config import Settings
 from ronin.errors import DatabaseUnreachable, RoninError
 from ronin.store.database import Database
+from ronin.store.embedded import exit_cleanly_on_signals
 from ronin.store.services import ServiceMap
 
 app = typer.Typer(
@@ -74,6 +75,10 @@ def run(
         fail(exc.naming("RONIN_DATABASE_URL") if settings.database_url else exc)
     except RoninError as exc:
         fail(exc)
+    finally:
+        # A command's own SIGTERM handler went with its loop; the embedded server's release
+        # must still run if a signal comes now.
+        exit_cleanly_on_signals()
 
 
 def fail(exc: RoninError) -> NoReturn:
