@@ -15,6 +15,8 @@ from typing import Literal, cast
 from urllib.parse import urlsplit
 
 import platformdirs
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from ronin.errors import InvalidValue
 
@@ -108,7 +110,7 @@ class Settings:
         env = os.environ if environ is None else environ
         defaults = cls()
         return cls(
-            database_url=env.get("RONIN_DATABASE_URL") or None,
+            database_url=parse_database_url(env.get("RONIN_DATABASE_URL", "")),
             data_dir=Path(env["RONIN_DATA_DIR"]).expanduser()
             if env.get("RONIN_DATA_DIR")
             else defaults.data_dir,
@@ -141,6 +143,33 @@ class Settings:
             peers=parse_peers(env.get("RONIN_PEERS", "")),
             mdns_interfaces=_addresses(env, "RONIN_MDNS_INTERFACES"),
         )
+
+
+DATABASE_URL_FORM = (
+    "a postgresql:// URL (postgresql://user:password@host:5432/dbname) "
+    "or key=value settings (host=... dbname=...)"
+)
+_URL_SCHEMES = ("postgresql://", "postgres://")
+
+
+def parse_database_url(text: str) -> str | None:
+    """RONIN_DATABASE_URL checked as libpq would read it, so a typo fails here in one line
+    rather than as a driver traceback; empty means the embedded server."""
+    if not text:
+        return None
+    try:
+        options = conninfo_to_dict(text)
+    except psycopg.ProgrammingError as exc:
+        reason = " ".join(str(exc).split())
+        raise InvalidValue(
+            f"RONIN_DATABASE_URL must be {DATABASE_URL_FORM}: {reason}",
+            field="RONIN_DATABASE_URL",
+        ) from None
+    if not options and not text.lower().startswith(_URL_SCHEMES):
+        raise InvalidValue(
+            f"RONIN_DATABASE_URL must be {DATABASE_URL_FORM}", field="RONIN_DATABASE_URL"
+        )
+    return text
 
 
 def parse_tokens(text: str) -> tuple[ApiToken, ...]:

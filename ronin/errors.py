@@ -18,6 +18,7 @@ HTTP status an API answer would use, so every layer reports a failure the same w
     +-- JobFinished             the job already ended
     +-- AlreadyExists           a schedule name already taken
     +-- DatabaseError           the database could not be reached or answered with an error
+        +-- DatabaseUnreachable no connection could be opened to the server
         +-- SchemaOutOfDate     the schema is older than this Ronin; names the command that fixes it
         +-- EmbeddedServerError the embedded PostgreSQL could not be started
 """
@@ -69,6 +70,22 @@ class DatabaseError(RoninError):
 
     code = "DATABASE_ERROR"
     http_status = 503
+
+
+class DatabaseUnreachable(DatabaseError):
+    """No connection could be opened: the server is down, unknown, or refused the login."""
+
+    code = "DATABASE_UNREACHABLE"
+
+    def __init__(self, address: str, reason: str, *, setting: str | None = None) -> None:
+        named = f" ({setting})" if setting else ""
+        super().__init__(f"Could not connect to PostgreSQL at {address}{named}: {reason}")
+        self.address = address
+        self.reason = reason
+
+    def naming(self, setting: str) -> DatabaseUnreachable:
+        """The same failure, saying which setting names the server."""
+        return DatabaseUnreachable(self.address, self.reason, setting=setting)
 
 
 class SchemaOutOfDate(DatabaseError):

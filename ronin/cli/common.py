@@ -17,8 +17,9 @@ from rich.markup import escape
 
 from ronin import __version__
 from ronin.config import Settings
-from ronin.errors import RoninError
+from ronin.errors import DatabaseUnreachable, RoninError
 from ronin.store.database import Database
+from ronin.store.embedded import exit_cleanly_on_signals
 from ronin.store.services import ServiceMap
 
 app = typer.Typer(
@@ -65,10 +66,19 @@ def run(
     """Run one command's coroutine; a Ronin error becomes a one-line message and exit 1."""
     try:
         settings = Settings.from_env()
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            return runner.run(work(settings))
     except RoninError as exc:
         fail(exc)
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(work(settings))
+    except DatabaseUnreachable as exc:
+        fail(exc.naming("RONIN_DATABASE_URL") if settings.database_url else exc)
+    except RoninError as exc:
+        fail(exc)
+    finally:
+        # A command's own SIGTERM handler went with its loop; the embedded server's release
+        # must still run if a signal comes now.
+        exit_cleanly_on_signals()
 
 
 def fail(exc: RoninError) -> NoReturn:

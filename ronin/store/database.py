@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
 from ronin.config import Settings
-from ronin.errors import DatabaseError
+from ronin.errors import DatabaseError, DatabaseUnreachable
 from ronin.store import migrate as migrations
 from ronin.store.embedded import start_embedded
 
@@ -115,7 +115,7 @@ async def open_pool(conninfo: str, settings: Settings, *, for_worker: bool = Fal
         await pool.open(wait=True, timeout=settings.connect_timeout_s * 3)
     except Exception as exc:
         await pool.close()
-        raise DatabaseError(f"Could not open a connection pool: {exc}") from exc
+        raise DatabaseError(f"Could not open a connection pool: {one_line(exc)}") from exc
     return Database(pool=pool, conninfo=conninfo)
 
 
@@ -150,4 +150,21 @@ async def _open(conninfo: str) -> psycopg.AsyncConnection[Any]:
     try:
         return await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
     except psycopg.OperationalError as exc:
-        raise DatabaseError(f"Could not connect to PostgreSQL: {exc}".strip()) from exc
+        raise DatabaseUnreachable(server_address(conninfo), one_line(exc)) from exc
+
+
+def server_address(conninfo: str) -> str:
+    """Where ``conninfo`` points, for a message: ``host:port`` or a socket directory; never
+    the password."""
+    options = conninfo_to_dict(conninfo)
+    host = str(options.get("host") or options.get("hostaddr") or "localhost")
+    port = str(options.get("port") or "5432")
+    if host.startswith("/"):
+        return f"the socket in {host}"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def one_line(exc: BaseException) -> str:
+    """A driver message on one line: libpq adds hints and per-host reports on lines of
+    their own."""
+    return " ".join(str(exc).split())

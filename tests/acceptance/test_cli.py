@@ -121,6 +121,25 @@ def test_bad_input_gets_one_clear_line(
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("garbage", "RONIN_DATABASE_URL must be a postgresql:// URL"),
+        (
+            "postgresql://nobody:secret@127.0.0.1:1/x?connect_timeout=2",
+            "Could not connect to PostgreSQL at 127.0.0.1:1 (RONIN_DATABASE_URL)",
+        ),
+    ],
+)
+def test_a_bad_database_url_gets_one_line_naming_the_setting(url: str, message: str) -> None:
+    done = ronin("map", "summary", RONIN_DATABASE_URL=url)
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("error: ")
+    assert message in done.stderr
+    assert "secret" not in done.stderr
+
+
 def test_discover_wait_runs_the_job_here_and_says_how_it_went(data_dir: Path) -> None:
     from tests.support.fleet import free_port
 

@@ -34,6 +34,33 @@ def test_environment_overrides() -> None:
     assert settings.pool_max_size == 4
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://ronin:secret@db.internal:5433/ronin",
+        "postgres://db.internal/ronin?sslmode=require",
+        "postgresql:///ronin?host=/run/postgresql",
+        "host=db.internal port=5433 dbname=ronin",
+    ],
+)
+def test_a_database_url_is_a_postgresql_url_or_conninfo(url: str) -> None:
+    assert Settings.from_env({"RONIN_DATABASE_URL": url}).database_url == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["garbage", "   ", "http://db.internal/ronin", "postgresql://db/x?bogus=1", "hots=db.internal"],
+)
+def test_a_bad_database_url_is_refused_with_the_expected_form(url: str) -> None:
+    with pytest.raises(
+        InvalidValue, match="RONIN_DATABASE_URL must be a postgresql:// URL"
+    ) as raised:
+        Settings.from_env({"RONIN_DATABASE_URL": url})
+    assert raised.value.field == "RONIN_DATABASE_URL"
+    assert "key=value" in raised.value.message
+    assert "\n" not in raised.value.message
+
+
 @pytest.mark.parametrize("value", ["ten", "0", "-5", "nan"])
 def test_a_bad_number_names_its_variable(value: str) -> None:
     with pytest.raises(InvalidValue, match="RONIN_FRESHNESS_WINDOW_S") as raised:
