@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ronin.discovery.descriptor import CANONICAL_CLASSES
 from ronin.errors import InvalidValue
 from ronin.store.storable import check_json, check_text
 
@@ -17,6 +18,16 @@ MAX_NODE_CLASS_CHARS = 100
 MAX_CAPABILITY_CHARS = 128
 MAX_CAPABILITIES = 128
 MAX_RANK_PARTS = 8
+_CANONICAL_BY_LOWER = {name.lower(): name for name in CANONICAL_CLASSES}
+
+
+def canonical_class(node_class: str) -> str:
+    """One of the canonical classes (PROTOCOL.md section 1), in whatever case, spelled as the
+    protocol spells it; any other class as given. The map stores and is searched by this
+    spelling, so "griot" finds Griot through the class indexes."""
+    if node_class.isascii():
+        return _CANONICAL_BY_LOWER.get(node_class.lower(), node_class)
+    return node_class
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +54,7 @@ class Sighting:
         _check_sized("service_id", self.service_id, MAX_ID_CHARS)
         _check_sized("node_id", self.node_id, MAX_ID_CHARS)
         _check_sized("node_class", self.node_class, MAX_NODE_CLASS_CHARS)
+        object.__setattr__(self, "node_class", canonical_class(self.node_class))
         if not isinstance(self.endpoint, str) or not self.endpoint:
             raise InvalidValue("endpoint must be a non-empty string", field="endpoint")
         check_text(self.endpoint, "endpoint")
@@ -143,6 +155,7 @@ class ServiceFilter:
                 _check_sized(name, capability, MAX_CAPABILITY_CHARS)
         if self.node_class is not None:
             _check_sized("node_class", self.node_class, MAX_NODE_CLASS_CHARS)
+            object.__setattr__(self, "node_class", canonical_class(self.node_class))
         if self.node_id is not None:
             _check_sized("node_id", self.node_id, MAX_ID_CHARS)
         if self.seen_since is not None and self.seen_since.tzinfo is None:

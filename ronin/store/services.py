@@ -185,7 +185,7 @@ class ServiceMap:
         """A keyset page of nodes in ``node_id`` order, each with its services."""
         if not 1 <= limit <= MAX_NODE_PAGE_SIZE:
             raise InvalidValue(f"limit must be from 1 to {MAX_NODE_PAGE_SIZE}", field="limit")
-        ServiceFilter(node_class=node_class)  # validates it
+        node_class = ServiceFilter(node_class=node_class).node_class  # checked, canonical
         after = decode_cursor(cursor) if cursor is not None else None
         params = {"after": after, "node_class": node_class, "limit": limit}
         async with self._connection() as conn:
