@@ -78,11 +78,13 @@ class JobContext:
         """Write sightings to the map and link them to this job; conflicts join the result.
 
         A row taken over within the job was linked when the job first wrote it (the link's
-        first outcome stays), so it counts once.
+        first outcome stays), so it counts once. An outdated sighting (another job wrote a
+        later one of the same owner first) is still a service this job found: refreshed.
         """
         result = await self.services.upsert(sightings)
         found = [(sid, "new") for sid in result.inserted]
-        found += [(sid, "refreshed") for sid in result.refreshed + result.taken_over]
+        seen = result.refreshed + result.taken_over + result.outdated
+        found += [(sid, "refreshed") for sid in seen]
         if found:
             ids, outcomes = zip(*found, strict=True)
             await self._store.link_services(self.job, ids, outcomes)

@@ -332,7 +332,8 @@ async def test_two_jobs_sweeping_one_pair_of_claimants_at_once_lose_no_claim(
         assert job.status == "completed", job.error
         # Each job saw both claims: the contested id is linked to it and every conflict it
         # reports is one of the two nodes against the other.
-        assert {sid for sid, _ in await store.service_ids(job.job_id)} == set(lister.service_ids)
+        linked = {sid for sid, _ in await store.service_ids(job.job_id)}
+        assert linked == set(lister.service_ids), job.result
         assert job.result["conflict_count"] == len(job.result["conflicts"])
         for conflict in job.result["conflicts"]:
             assert conflict["service_id"] == contested
