@@ -52,6 +52,13 @@ FLUSH_INTERVAL_S = 0.5
 FLUSH_SIZE = 500
 REPORT_INTERVAL_S = 0.5
 MAX_REPORTED_MISMATCHES = 100
+#: The phases of a level in probe order (the second part of a probe's rank): mDNS instances
+#: before the target's own probes (its sweep, or the nodes a domain or DID names).
+MDNS_PHASE, TARGET_PHASE = 0, 1
+
+#: Where a probe comes in its job's probe order: (level, phase, position), compared as a
+#: tuple. Of two nodes claiming one service_id in a job, the earlier-ranked owns it.
+Rank = tuple[int, int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +90,11 @@ class Crawl:
         self.level: int = resume.get("level", 1)
         self.frontier: list[str] = list(resume.get("frontier", []))
         self.next_frontier: list[str] = list(resume.get("next_frontier", []))
+        #: The rank of each URL of the frontier not yet probed, fixed when its level began.
+        self.ranks: dict[str, Rank] = {
+            url: (int(rank[0]), int(rank[1]), int(rank[2]))
+            for url, rank in resume.get("ranks", {}).items()
+        }
         self.visited: set[str] = set(resume.get("visited", []))
         self.stats: dict[str, int] = {"hosts_probed": 0, "nodes": 0} | resume.get("stats", {})
         #: The DID each node (by ``_node_key``) was reached through: its descriptor must say
@@ -155,7 +167,7 @@ class Crawl:
         if "mdns" in self.params.protocols and not self.mdns_done:
             if not self.frontier:
                 self.frontier = await self._mdns_urls()
-            await self._peer_level()
+            await self._peer_level(MDNS_PHASE)
             self.mdns_done = True
             self.frontier = []
         if self.params.target_type == "network_cidr":
@@ -164,7 +176,7 @@ class Crawl:
             return
         if self.level == 1 and not self.frontier:
             self.frontier = await self._initial_urls()
-        await self._peer_level()
+        await self._peer_level(TARGET_PHASE)
 
     async def _mdns_urls(self) -> list[str]:
         network = (
@@ -239,7 +251,8 @@ class Crawl:
             try:
                 url = base_url(probe.address, probe.port)
                 if _node_key(url) not in self.visited:  # an mDNS instance already probed
-                    await self._probe(url, discovery_method="http_probe")
+                    rank = (1, TARGET_PHASE, probe.position)  # the seeded walk's order
+                    await self._probe(url, discovery_method="http_probe", rank=rank)
             finally:
                 assert self.sweep is not None
                 self.sweep.finished(probe)
@@ -276,23 +289,34 @@ class Crawl:
             await asyncio.sleep(interval_s)
             await self._report()
 
-    async def _peer_level(self) -> None:
+    async def _peer_level(self, phase: int = MDNS_PHASE) -> None:
         if self.level > 1:
             method = "peer_referral"
         else:
             method = "did_resolution" if self.params.target_type == "did" else "http_probe"
         slots = asyncio.Semaphore(self.options.concurrency)
+        self._rank_frontier(phase)
 
         async def one(url: str) -> None:
             async with slots:
                 await self._rate.wait()
-                await self._probe(url, discovery_method=method)
+                await self._probe(url, discovery_method=method, rank=self.ranks[url])
                 self.frontier.remove(url)
+                del self.ranks[url]
                 await self._report()
 
         await asyncio.gather(*(one(url) for url in list(self.frontier)))
 
-    async def _probe(self, url: str, *, discovery_method: str) -> None:
+    def _rank_frontier(self, phase: int) -> None:
+        """Put the level's frontier in its probe order, sorted, so that the order (and the
+        rank each probe's sightings carry) does not depend on which peer answered first; a
+        resumed level keeps the ranks its checkpoint saved."""
+        if all(url in self.ranks for url in self.frontier):
+            return
+        self.frontier = sorted(set(self.frontier))
+        self.ranks = {url: (self.level, phase, i) for i, url in enumerate(self.frontier)}
+
+    async def _probe(self, url: str, *, discovery_method: str, rank: Rank) -> None:
         """Fetch one node's descriptor and record its services; a failure is counted."""
         self.stats["hosts_probed"] += 1
         key = _node_key(url)
@@ -318,7 +342,7 @@ class Crawl:
             return
         metrics.probe_succeeded()
         self.stats["nodes"] += 1
-        self._add_sightings(result, discovery_method)
+        self._add_sightings(result, discovery_method, rank)
         for _, reason in result.descriptor.skipped:
             self.context.probe_failed(f"skipped:{reason}")
         if self.level < self.params.depth:
@@ -329,7 +353,7 @@ class Crawl:
         self.context.probe_failed(reason)
         metrics.probe_failed(reason)
 
-    def _add_sightings(self, fetched: Fetched, discovery_method: str) -> None:
+    def _add_sightings(self, fetched: Fetched, discovery_method: str, rank: Rank) -> None:
         node, now = fetched.descriptor, datetime.now(UTC)
         for service in node.services:
             metadata: dict[str, Any] = {
@@ -350,6 +374,8 @@ class Crawl:
                     capabilities=service.capabilities,
                     seen_at=now,
                     metadata=metadata,
+                    job_id=str(self.context.job_id),
+                    rank=rank,
                 )
             )
 
@@ -441,6 +467,7 @@ class Crawl:
             "sweep": self.sweep.checkpoint() if self.sweep and self.level == 1 else None,
             "frontier": self.frontier,
             "next_frontier": self.next_frontier,
+            "ranks": self.ranks,
             "visited": sorted(self.visited),
             "stats": self.stats,
             "expected": self.expected,

@@ -41,6 +41,9 @@ class JobContext:
         self.failures: Counter[str] = Counter(tally.get("failures", {}))
         self.conflicts: list[dict[str, Any]] = list(tally.get("conflicts", []))
         self.conflict_count: int = tally.get("conflict_count", 0)
+        #: The (service_id, claimed_by) pairs counted: a node claiming one id twice in a job
+        #: (two addresses, a repeated probe) is one conflict.
+        self._conflicted = {(c["service_id"], c["claimed_by"]) for c in self.conflicts}
         self._progress = 0
         self._last_write = 0.0
 
@@ -72,14 +75,23 @@ class JobContext:
         return time.monotonic() - self._last_write >= PROGRESS_INTERVAL_S
 
     async def record(self, sightings: Iterable[Sighting]) -> UpsertResult:
-        """Write sightings to the map and link them to this job; conflicts join the result."""
+        """Write sightings to the map and link them to this job; conflicts join the result.
+
+        A row taken over within the job was linked when the job first wrote it (the link's
+        first outcome stays), so it counts once. An outdated sighting (another job wrote a
+        later one of the same owner first) is still a service this job found: refreshed.
+        """
         result = await self.services.upsert(sightings)
         found = [(sid, "new") for sid in result.inserted]
-        found += [(sid, "refreshed") for sid in result.refreshed]
+        seen = result.refreshed + result.taken_over + result.outdated
+        found += [(sid, "refreshed") for sid in seen]
         if found:
             ids, outcomes = zip(*found, strict=True)
             await self._store.link_services(self.job, ids, outcomes)
         for conflict in result.conflicts:
+            if (conflict.service_id, conflict.claimed_by) in self._conflicted:
+                continue
+            self._conflicted.add((conflict.service_id, conflict.claimed_by))
             self.conflict_count += 1
             if len(self.conflicts) < MAX_REPORTED_CONFLICTS:
                 self.conflicts.append(

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ronin.discovery.descriptor import CANONICAL_CLASSES
 from ronin.errors import InvalidValue
 from ronin.store.storable import check_json, check_text
 
@@ -16,6 +17,17 @@ MAX_ID_CHARS = 255
 MAX_NODE_CLASS_CHARS = 100
 MAX_CAPABILITY_CHARS = 128
 MAX_CAPABILITIES = 128
+MAX_RANK_PARTS = 8
+_CANONICAL_BY_LOWER = {name.lower(): name for name in CANONICAL_CLASSES}
+
+
+def canonical_class(node_class: str) -> str:
+    """One of the canonical classes (PROTOCOL.md section 1), in whatever case, spelled as the
+    protocol spells it; any other class as given. The map stores and is searched by this
+    spelling, so "griot" finds Griot through the class indexes."""
+    if node_class.isascii():
+        return _CANONICAL_BY_LOWER.get(node_class.lower(), node_class)
+    return node_class
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,11 +44,17 @@ class Sighting:
     capabilities: tuple[str, ...]
     seen_at: datetime
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    #: The job whose probe saw it, and where that probe came in the job's probe order
+    #: (compared as tuples, smaller = earlier): of two nodes claiming one ``service_id`` in
+    #: one job, the earlier-ranked owns it. None: a sighting outside any job's order.
+    job_id: str | None = None
+    rank: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         _check_sized("service_id", self.service_id, MAX_ID_CHARS)
         _check_sized("node_id", self.node_id, MAX_ID_CHARS)
         _check_sized("node_class", self.node_class, MAX_NODE_CLASS_CHARS)
+        object.__setattr__(self, "node_class", canonical_class(self.node_class))
         if not isinstance(self.endpoint, str) or not self.endpoint:
             raise InvalidValue("endpoint must be a non-empty string", field="endpoint")
         check_text(self.endpoint, "endpoint")
@@ -47,6 +65,22 @@ class Sighting:
         if self.seen_at.tzinfo is None:
             raise InvalidValue("seen_at must be timezone-aware", field="seen_at")
         check_json(dict(self.metadata), "discovery_metadata")
+        if self.job_id is not None:
+            _check_sized("job_id", self.job_id, MAX_ID_CHARS)
+        if self.rank is not None:
+            _check_rank(self.rank)
+
+
+def _check_rank(rank: tuple[int, ...]) -> None:
+    """A rank is a short tuple of non-negative integers (it is stored as a JSON array)."""
+    if not (
+        isinstance(rank, tuple)
+        and 1 <= len(rank) <= MAX_RANK_PARTS
+        and all(type(part) is int and part >= 0 for part in rank)
+    ):
+        raise InvalidValue(
+            f"rank must be a tuple of 1 to {MAX_RANK_PARTS} non-negative integers", field="rank"
+        )
 
 
 def _check_sized(name: str, value: str, max_chars: int) -> None:
@@ -80,12 +114,17 @@ class Conflict:
 
 @dataclass(slots=True)
 class UpsertResult:
-    """What a batch of sightings did to the map."""
+    """What a batch of sightings did to the map: each ``service_id`` is in one of
+    ``inserted``, ``refreshed``, ``taken_over`` or ``outdated`` (or only in ``conflicts``),
+    and every node whose claim of it lost is one conflict."""
 
     inserted: list[str] = field(default_factory=list)
     refreshed: list[str] = field(default_factory=list)
     conflicts: list[Conflict] = field(default_factory=list)
     outdated: list[str] = field(default_factory=list)
+    #: Rows an earlier-ranked claim of the same job took from the node a later-ranked claim
+    #: had written them for (that node is among ``conflicts``): the job already counted them.
+    taken_over: list[str] = field(default_factory=list)
 
     def merge(self, other: UpsertResult) -> None:
         """Add another batch's outcome to this one."""
@@ -93,6 +132,7 @@ class UpsertResult:
         self.refreshed += other.refreshed
         self.conflicts += other.conflicts
         self.outdated += other.outdated
+        self.taken_over += other.taken_over
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +155,7 @@ class ServiceFilter:
                 _check_sized(name, capability, MAX_CAPABILITY_CHARS)
         if self.node_class is not None:
             _check_sized("node_class", self.node_class, MAX_NODE_CLASS_CHARS)
+            object.__setattr__(self, "node_class", canonical_class(self.node_class))
         if self.node_id is not None:
             _check_sized("node_id", self.node_id, MAX_ID_CHARS)
         if self.seen_since is not None and self.seen_since.tzinfo is None:

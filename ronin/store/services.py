@@ -15,11 +15,11 @@ from psycopg_pool import AsyncConnectionPool
 
 from ronin.errors import InvalidValue
 from ronin.store import dumps
+from ronin.store.claims import CLAIM_KEY, Claim, Held, Settled, settle
 from ronin.store.cursor import decode_cursor, encode_cursor
 from ronin.store.database import pooled_connection
 from ronin.store.models import (
     ClassSummary,
-    Conflict,
     Count,
     MapSummary,
     Node,
@@ -58,11 +58,11 @@ class ServiceMap:
     async def upsert(
         self, sightings: Iterable[Sighting], *, batch_size: int = UPSERT_BATCH_SIZE
     ) -> UpsertResult:
-        """Write sightings in batches, each batch one statement in its own transaction.
+        """Write sightings in batches, each batch in its own transaction.
 
-        Within a batch the latest sighting of a ``service_id`` wins, and rows are sent in
-        ``service_id`` order so that concurrent batches lock rows in the same order and
-        cannot deadlock.
+        Who owns a ``service_id`` several sightings claim is settled by ``claims.settle``: the
+        map's owner until its row goes stale, else the earliest-ranked claim of a job; every
+        claim that lost is a conflict.
         """
         result = UpsertResult()
         batch: list[Sighting] = []
@@ -76,50 +76,64 @@ class ServiceMap:
         return result
 
     async def _upsert_batch(self, batch: Sequence[Sighting]) -> UpsertResult:
-        latest: dict[str, Sighting] = {}
-        for sighting in batch:
-            held = latest.get(sighting.service_id)
-            if held is None or held.seen_at <= sighting.seen_at:
-                latest[sighting.service_id] = sighting
-        rows = [latest[key] for key in sorted(latest)]
-        params = {
-            "service_ids": [s.service_id for s in rows],
-            "node_ids": [s.node_id for s in rows],
-            "node_classes": [s.node_class for s in rows],
-            "endpoints": [s.endpoint for s in rows],
-            "capabilities": [dumps(list(dict.fromkeys(s.capabilities))) for s in rows],
-            "metadata": [dumps(_metadata(s)) for s in rows],
-            "seen_at": [s.seen_at for s in rows],
-            "freshness_window": self.freshness_window,
-        }
+        """Settle a batch; claims of rows another transaction inserted meanwhile are settled
+        again in a transaction of their own (one that takes no lock after inserting)."""
         result = UpsertResult()
-        async with self._connection() as conn, conn.transaction():
-            cur = await conn.execute(query("upsert_sightings"), params, prepare=False)
-            written = set()
-            for service_id, inserted in await cur.fetchall():
-                written.add(service_id)
-                (result.inserted if inserted else result.refreshed).append(service_id)
-            unwritten = [s for s in rows if s.service_id not in written]
-            if unwritten:
-                await self._explain_unwritten(conn, unwritten, result)
+        pending = list(batch)
+        while pending:
+            async with self._connection() as conn, conn.transaction():
+                pending = await self._settle(conn, pending, result)
         return result
 
-    async def _explain_unwritten(
-        self, conn: psycopg.AsyncConnection[Any], rows: list[Sighting], result: UpsertResult
-    ) -> None:
-        """Sort sightings the upsert skipped into conflicts and outdated sightings."""
+    async def _settle(
+        self, conn: psycopg.AsyncConnection[Any], batch: list[Sighting], result: UpsertResult
+    ) -> list[Sighting]:
+        """Lock the rows the batch claims, settle each ``service_id``, write what changed;
+        the sightings to settle again (their row appeared since the lock)."""
+        claims: dict[str, list[Sighting]] = {}
+        for sighting in batch:
+            claims.setdefault(sighting.service_id, []).append(sighting)
+        ids = sorted(claims)
         cur = await conn.execute(
-            query("current_owners"), {"service_ids": [s.service_id for s in rows]}
+            query("lock_services"),
+            {"service_ids": ids, "freshness_window": self.freshness_window},
+            prepare=False,
         )
-        owners = {row[0]: (row[1], row[2]) for row in await cur.fetchall()}
-        for sighting in rows:
-            owner, owner_last_seen = owners[sighting.service_id]
-            if owner == sighting.node_id:
-                result.outdated.append(sighting.service_id)
+        held = {
+            row[0]: Held(row[1], row[2], row[4], Claim.from_json(row[3]))
+            for row in await cur.fetchall()
+        }
+        settled = [settle(sid, held.get(sid), claims[sid]) for sid in ids]
+        inserts = [s for s in settled if s.write is not None and s.new]
+        updates = [s for s in settled if s.write is not None and not s.new]
+        inserted = await self._write(conn, "insert_services", inserts)
+        await self._write(conn, "update_services", updates)
+        again: list[Sighting] = []
+        for one in settled:
+            if one.new and one.service_id not in inserted:
+                again += claims[one.service_id]
             else:
-                result.conflicts.append(
-                    Conflict(sighting.service_id, sighting.node_id, owner, owner_last_seen)
-                )
+                _report(one, result)
+        return again
+
+    async def _write(
+        self, conn: psycopg.AsyncConnection[Any], name: str, rows: list[Settled]
+    ) -> set[str]:
+        """One statement writing every settled row; the service_ids it returned."""
+        if not rows:
+            return set()
+        written = [(row.write, row.claim) for row in rows if row.write is not None]
+        params = {
+            "service_ids": [s.service_id for s, _ in written],
+            "node_ids": [s.node_id for s, _ in written],
+            "node_classes": [s.node_class for s, _ in written],
+            "endpoints": [s.endpoint for s, _ in written],
+            "capabilities": [dumps(list(dict.fromkeys(s.capabilities))) for s, _ in written],
+            "metadata": [dumps(_metadata(s, claim)) for s, claim in written],
+            "seen_at": [s.seen_at for s, _ in written],
+        }
+        cur = await conn.execute(query(name), params, prepare=False)
+        return {row[0] for row in await cur.fetchall()} if cur.description else set()
 
     async def get(self, service_id: str) -> Service | None:
         """One service, or None."""
@@ -171,7 +185,7 @@ class ServiceMap:
         """A keyset page of nodes in ``node_id`` order, each with its services."""
         if not 1 <= limit <= MAX_NODE_PAGE_SIZE:
             raise InvalidValue(f"limit must be from 1 to {MAX_NODE_PAGE_SIZE}", field="limit")
-        ServiceFilter(node_class=node_class)  # validates it
+        node_class = ServiceFilter(node_class=node_class).node_class  # checked, canonical
         after = decode_cursor(cursor) if cursor is not None else None
         params = {"after": after, "node_class": node_class, "limit": limit}
         async with self._connection() as conn:
@@ -280,8 +294,19 @@ async def _server_now(conn: psycopg.AsyncConnection[Any]) -> datetime:
     return row[0]  # type: ignore[no-any-return]
 
 
-def _metadata(sighting: Sighting) -> dict[str, Any]:
-    """The sighting's metadata, with ``first_seen`` set to this sighting when absent."""
+def _metadata(sighting: Sighting, claim: Claim | None) -> dict[str, Any]:
+    """The sighting's metadata, with ``first_seen`` set to this sighting when absent, and the
+    row's job claim (only the store writes that key)."""
     metadata = dict(sighting.metadata)
     metadata.setdefault("first_seen", sighting.seen_at.isoformat())
+    metadata.pop(CLAIM_KEY, None)
+    if claim is not None:
+        metadata[CLAIM_KEY] = claim.to_json()
     return metadata
+
+
+def _report(settled: Settled, result: UpsertResult) -> None:
+    """Add one settled ``service_id`` to the batch's result."""
+    if settled.outcome is not None:
+        getattr(result, settled.outcome).append(settled.service_id)
+    result.conflicts += settled.conflicts

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
+import uuid
+import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,6 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 from ronin.beacon import BeaconServer
 from ronin.discovery.crawl import DiscoveryOptions, run_discovery
 from ronin.discovery.policy import ScopePolicy, parse_networks
+from ronin.discovery.targets import Sweep
 from ronin.jobs.context import JobContext
 from ronin.jobs.submit import submit_job
 from ronin.store.jobs import JobStore
@@ -18,6 +22,7 @@ from ronin.store.models import ServiceFilter
 from ronin.store.services import ServiceMap
 from tests.integration.jobs_support import running_worker, wait_for
 from tests.support.fleet import (
+    Beacon,
     ConnectionRecorder,
     HostileServer,
     addresses,
@@ -246,3 +251,93 @@ async def test_a_target_outside_the_scope_is_refused_before_any_packet(
     assert (job.status, job.attempts) == ("failed", 1)
     assert job.error is not None
     assert job.error["code"] == "FORBIDDEN_TARGET"
+
+
+def walk_order(job_id: uuid.UUID, network: str) -> list[str]:
+    """The addresses of a job's sweep of ``network`` in the order its seeded walk probes them."""
+    sweep = Sweep(ipaddress.ip_network(network), (PORT,), zlib.crc32(job_id.bytes))
+    return [probe.address for probe in sweep]
+
+
+async def claimant_of(beacons: BeaconServer, owner: Beacon, host: str, node_id: str) -> None:
+    """A beacon at ``host``, another node claiming ``owner``'s first service_id."""
+    claimed = dict(owner.descriptor, node_id=node_id)
+    claimed["services"] = [
+        dict(owner.descriptor["services"][0], endpoint=f"http://{host}:{PORT}/klf")
+    ]
+    await beacons.add(host, PORT, claimed)
+
+
+@pytest.mark.parametrize("run", range(6))
+async def test_two_nodes_of_one_sweep_claiming_one_id_the_earlier_probed_owns_it(
+    run: int,
+    db_url: str,
+    pool: AsyncConnectionPool[Any],
+    store: JobStore,
+    service_map: ServiceMap,
+    beacons: BeaconServer,
+) -> None:
+    network = f"127.43.{40 + run}.0/24"
+    job, _ = await submit_job(store, params(network), max_attempts=1)
+    order = walk_order(job.job_id, network)
+    early, late = order[10], order[200]
+    # Half the runs the node listing the service is probed first, half its claimant is.
+    lister_host, claimant_host = (early, late) if run % 2 else (late, early)
+    [lister] = await honest_fleet(beacons, [lister_host], PORT)
+    claimant = f"did:kos:musa:claimant{run}"
+    await claimant_of(beacons, lister, claimant_host, claimant)
+    owner, loser = (
+        (lister.node_id, claimant) if lister_host == early else (claimant, lister.node_id)
+    )
+
+    async with running_worker(db_url, pool, executor=executor()):
+        done = await wait_for(store, job.job_id)
+    assert done.status == "completed", done.error
+    contested = lister.service_ids[0]
+    assert done.result["conflict_count"] == 1
+    assert done.result["conflicts"] == [
+        {"service_id": contested, "claimed_by": loser, "owner": owner}
+    ]
+    stored = await service_map.get(contested)
+    assert stored is not None
+    assert stored.node_id == owner
+    assert stored.discovery_metadata["job_id"] == str(job.job_id)
+    # Both claims are accounted for: the contested id found once (new), the other a conflict.
+    assert done.result["services"] == {"new": len(lister.service_ids), "refreshed": 0}
+    assert {sid for sid, _ in await store.service_ids(job.job_id)} == set(lister.service_ids)
+
+
+async def test_two_jobs_sweeping_one_pair_of_claimants_at_once_lose_no_claim(
+    db_url: str,
+    pool: AsyncConnectionPool[Any],
+    store: JobStore,
+    service_map: ServiceMap,
+    beacons: BeaconServer,
+) -> None:
+    network = "127.43.60.0/24"
+    [lister] = await honest_fleet(beacons, ["127.43.60.10"], PORT)
+    claimant = "did:kos:musa:claimant60"
+    await claimant_of(beacons, lister, "127.43.60.20", claimant)
+    jobs = [(await submit_job(store, params(network), max_attempts=1))[0] for _ in range(2)]
+    async with running_worker(db_url, pool, executor=executor()):
+        done = [await wait_for(store, job.job_id) for job in jobs]
+
+    contested = lister.service_ids[0]
+    stored = await service_map.get(contested)
+    assert stored is not None
+    nodes = {lister.node_id, claimant}
+    assert stored.node_id in nodes
+    reported = []
+    for job in done:
+        assert job.status == "completed", job.error
+        # Each job saw both claims: the contested id is linked to it and every conflict it
+        # reports is one of the two nodes against the other.
+        linked = {sid for sid, _ in await store.service_ids(job.job_id)}
+        assert linked == set(lister.service_ids), job.result
+        assert job.result["conflict_count"] == len(job.result["conflicts"])
+        for conflict in job.result["conflicts"]:
+            assert conflict["service_id"] == contested
+            assert {conflict["claimed_by"], conflict["owner"]} == nodes
+        reported += job.result["conflicts"]
+    # The node that does not hold the id lost its claim in at least one job, which said so.
+    assert any(c["claimed_by"] != stored.node_id for c in reported)

@@ -152,3 +152,46 @@ async def test_a_cursor_ronin_did_not_issue_is_refused(
 async def test_page_size_is_bounded(service_map: ServiceMap, limit: int) -> None:
     with pytest.raises(InvalidValue, match="limit"):
         await service_map.find(limit=limit)
+
+
+@pytest.mark.parametrize("asked", ["griot", "GRIOT", "gRiOt"])
+async def test_a_canonical_class_is_found_whatever_case_it_is_asked_in(
+    service_map: ServiceMap, filled_map: list[Sighting], asked: str
+) -> None:
+    griots = sorted(s.service_id for s in filled_map if s.node_class == "Griot")
+    with_cap0 = sorted(
+        s.service_id for s in filled_map if s.node_class == "Griot" and "cap0" in s.capabilities
+    )
+    assert griots
+    assert with_cap0
+    page = await service_map.find(ServiceFilter(node_class=asked), limit=1000)
+    assert [s.service_id for s in page.items] == griots
+    by_capability = ServiceFilter(all_capabilities=("cap0",), node_class=asked)
+    page = await service_map.find(by_capability, limit=1000)
+    assert [s.service_id for s in page.items] == with_cap0
+    nodes = await service_map.nodes(node_class=asked)
+    assert {n.node_id for n in nodes.items} == {
+        s.node_id for s in filled_map if s.node_class == "Griot"
+    }
+
+
+async def test_other_classes_match_exactly_and_canonical_ones_are_stored_canonical(
+    service_map: ServiceMap,
+) -> None:
+    def seen(service_id: str, node_class: str) -> Sighting:
+        return Sighting(
+            service_id=service_id,
+            node_id=f"did:kos:node:{service_id}",
+            node_class=node_class,
+            endpoint="http://10.1.0.1:30437/",
+            capabilities=("cap0",),
+            seen_at=NOW,
+        )
+
+    await service_map.upsert([seen("a", "Wanderer"), seen("b", "wanderer"), seen("c", "MUSA")])
+    for asked, expected in [("Wanderer", ["a"]), ("wanderer", ["b"]), ("WANDERER", [])]:
+        page = await service_map.find(ServiceFilter(node_class=asked), limit=10)
+        assert [s.service_id for s in page.items] == expected, asked
+    stored = await service_map.get("c")
+    assert stored is not None
+    assert stored.node_class == "Musa"

@@ -2,12 +2,22 @@
 -- Optional filters are written "(%(x)s IS NULL OR ...)": these queries are sent unprepared, so
 -- PostgreSQL plans each with its actual values and folds the unused filters away.
 
--- name: upsert_sightings
--- Insert new services and refresh the ones this node owns, in one statement. A row held by
--- another node is kept by its owner until it has gone stale (PROTOCOL.md section 7); a
--- sighting older than the stored one changes nothing. first_seen survives refreshes by the
--- same owner. Rows that were not written are the caller's conflicts (or outdated sightings).
-INSERT INTO discovered_services AS s
+-- name: lock_services
+-- The rows a batch's sightings claim, locked in service_id order (so concurrent batches
+-- cannot deadlock) until the batch commits: who owns each, since when, the job claim it was
+-- written under, and whether it has gone stale (PROTOCOL.md section 7). NO KEY UPDATE: the
+-- job-to-service links may still take their key-share locks.
+SELECT service_id, node_id, last_seen, discovery_metadata -> 'claim' AS claim,
+       last_seen < now() - %(freshness_window)s::interval AS stale
+FROM discovered_services
+WHERE service_id = ANY (%(service_ids)s::text[])
+ORDER BY service_id
+FOR NO KEY UPDATE
+
+-- name: insert_services
+-- New services, which no row held when the batch locked its rows. One another transaction
+-- inserted since is left alone (not returned): the batch settles it again, locked.
+INSERT INTO discovered_services
     (service_id, node_id, node_class, endpoint, capabilities, discovery_metadata, last_seen)
 SELECT service_id, node_id, node_class, endpoint, capabilities::jsonb, metadata::jsonb, seen_at
 FROM unnest(
@@ -17,27 +27,30 @@ FROM unnest(
     %(endpoints)b::text[], %(capabilities)b::text[], %(metadata)b::text[],
     %(seen_at)b::timestamptz[]
 ) AS sighting(service_id, node_id, node_class, endpoint, capabilities, metadata, seen_at)
-ON CONFLICT (service_id) DO UPDATE SET
-    node_id = EXCLUDED.node_id,
-    node_class = EXCLUDED.node_class,
-    endpoint = EXCLUDED.endpoint,
-    capabilities = EXCLUDED.capabilities,
-    discovery_metadata = CASE
-        WHEN s.node_id = EXCLUDED.node_id AND s.discovery_metadata ? 'first_seen'
-        THEN EXCLUDED.discovery_metadata
-            || jsonb_build_object('first_seen', s.discovery_metadata -> 'first_seen')
-        ELSE EXCLUDED.discovery_metadata
-    END,
-    last_seen = EXCLUDED.last_seen
-WHERE (s.node_id = EXCLUDED.node_id AND s.last_seen <= EXCLUDED.last_seen)
-   OR (s.node_id <> EXCLUDED.node_id AND s.last_seen < now() - %(freshness_window)s::interval)
-RETURNING s.service_id, (s.xmax = 0) AS inserted
+ON CONFLICT (service_id) DO NOTHING
+RETURNING service_id
 
--- name: current_owners
--- Who holds the service_ids a batch could not write, to tell conflicts from outdated sightings.
-SELECT service_id, node_id, last_seen
-FROM discovered_services
-WHERE service_id = ANY (%(service_ids)s::text[])
+-- name: update_services
+-- Rewrite rows the batch holds locked, as the ownership rule settled them (ronin/store/
+-- claims.py). first_seen survives a refresh by the same owner; a new owner starts afresh.
+UPDATE discovered_services AS s SET
+    node_id = sighting.node_id,
+    node_class = sighting.node_class,
+    endpoint = sighting.endpoint,
+    capabilities = sighting.capabilities::jsonb,
+    discovery_metadata = CASE
+        WHEN s.node_id = sighting.node_id AND s.discovery_metadata ? 'first_seen'
+        THEN sighting.metadata::jsonb
+            || jsonb_build_object('first_seen', s.discovery_metadata -> 'first_seen')
+        ELSE sighting.metadata::jsonb
+    END,
+    last_seen = sighting.seen_at
+FROM unnest(
+    %(service_ids)b::text[], %(node_ids)b::text[], %(node_classes)b::text[],
+    %(endpoints)b::text[], %(capabilities)b::text[], %(metadata)b::text[],
+    %(seen_at)b::timestamptz[]
+) AS sighting(service_id, node_id, node_class, endpoint, capabilities, metadata, seen_at)
+WHERE s.service_id = sighting.service_id
 
 -- name: get_service
 -- One service by its id.
