@@ -204,5 +204,5 @@ async def test_the_node_describes_itself_as_a_kos_node(client: httpx.AsyncClient
     assert descriptor.node_id == NODE_ID
     assert descriptor.node_class == "Ronin"
     [service] = descriptor.services
-    assert service.endpoint == "http://ronin.test/v1/klf"
+    assert service.endpoint == "http://ronin.test:80/v1/klf"
     assert descriptor.skipped == ()
