@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 
 from ronin import __version__
 from ronin.api import errors
@@ -16,6 +20,12 @@ from ronin.api.routes import descriptor, health, jobs, klf, schedules, services
 from ronin.api.state import NodeState
 from ronin.config import Settings
 from ronin.store.database import Database
+
+#: Swagger UI's files, fetched by scripts/fetch-assets and shipped in the package (LICENSES.json
+#: says which version, under which licence): /docs needs no internet.
+STATIC_DIR = Path(__file__).parent / "static"
+STATIC_PATH = "/static"
+SWAGGER_UI = f"{STATIC_PATH}/swagger-ui"
 
 DESCRIPTION = """\
 The HTTP API of a Ronin node, the scout of a kOS network: discovery jobs, the map of the
@@ -44,6 +54,11 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served below, from the package's own files
+        redoc_url=None,
+        # No redirect to the same path with(out) a slash: Starlette builds it from the Host
+        # header, which the client chooses. An unknown path is a 404 in the one error shape.
+        redirect_slashes=False,
     )
     app.state.node = state
     errors.install(app)
@@ -51,6 +66,23 @@ def create_app(
     app.add_middleware(
         ReadCache, ttl_s=settings.api_cache_s, authorized=may_read(settings.api_tokens)
     )
+    app.add_middleware(errors.CatchAll)  # outermost: nothing escapes to the server's log
     for module in (jobs, services, klf, schedules, health, descriptor):
         app.include_router(module.router)
+    app.mount(STATIC_PATH, StaticFiles(directory=STATIC_DIR), name="static")
+    app.add_api_route("/docs", _docs, include_in_schema=False, response_class=HTMLResponse)
     return app
+
+
+async def _docs(request: Request) -> HTMLResponse:
+    """Swagger UI on this node's OpenAPI document, every file from this node."""
+    root = request.scope.get("root_path", "").rstrip("/")
+    return get_swagger_ui_html(
+        openapi_url=f"{root}{request.app.openapi_url}",
+        title=f"{request.app.title} API",
+        swagger_js_url=f"{root}{SWAGGER_UI}/swagger-ui-bundle.js",
+        swagger_css_url=f"{root}{SWAGGER_UI}/swagger-ui.css",
+        swagger_favicon_url=f"{root}{SWAGGER_UI}/favicon-32x32.png",
+        # Swagger UI would send the document to validator.swagger.io for a badge.
+        swagger_ui_parameters={"validatorUrl": None},
+    )

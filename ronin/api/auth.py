@@ -35,16 +35,27 @@ def may_read(tokens: Sequence[ApiToken]) -> Callable[[ASGIScope], bool]:
     def check(scope: ASGIScope) -> bool:
         if not tokens:
             return True
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                kind, _, given = value.decode("latin-1").partition(" ")
-                return kind.lower() == "bearer" and token_scope(tokens, given.strip()) is not None
-        return False
+        given = authorization_headers(scope)
+        if len(given) != 1:
+            return False
+        kind, _, token = given[0].decode("latin-1").partition(" ")
+        return kind.lower() == "bearer" and token_scope(tokens, token.strip()) is not None
 
     return check
 
 
+def authorization_headers(scope: ASGIScope) -> list[bytes]:
+    """Every ``Authorization`` header of a request (HTTP allows one; a proxy may add another)."""
+    return [value for name, value in scope["headers"] if name == b"authorization"]
+
+
 def _scope_of(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Scope:
+    count = len(authorization_headers(request.scope))
+    if count > 1:
+        raise Unauthenticated(
+            f"a request carries one Authorization header, not {count}: which one to judge "
+            "would be a guess"
+        )
     tokens = node_of(request).settings.api_tokens
     if not tokens:
         return "write"

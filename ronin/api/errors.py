@@ -1,8 +1,9 @@
 """One error shape for every answer: ``{"error": {"code", "message", "field"?}}``.
 
 A ``RoninError`` carries its own code and HTTP status; FastAPI's validation errors and
-Starlette's HTTP errors are translated; anything else is logged and answered with a bare
-``INTERNAL`` error, never a traceback.
+Starlette's HTTP errors are translated; a client that leaves before its body arrived is one
+log line; anything else is logged once and answered with a bare ``INTERNAL`` error, never a
+traceback, and never re-raised to the server (which would log it a second time).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ronin.errors import RoninError, Unauthenticated
 
@@ -52,7 +55,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RoninError, _ronin_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected_error)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
 
 
 async def _ronin_error(request: Request, exc: Exception) -> Response:
@@ -83,6 +86,39 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, code, str(exc.detail), **headers)
 
 
-async def _unexpected_error(request: Request, exc: Exception) -> Response:
-    logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-    return error_response(500, "INTERNAL", "internal error; the node's log has the details")
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    logger.info("%s %s: the client left before its request body arrived", *_line(request.scope))
+    return error_response(400, "INCOMPLETE_BODY", "the request body ended before its length")
+
+
+class CatchAll:
+    """ASGI middleware, outermost: an exception no handler took is logged once, as this
+    node's error, and answered ``500 INTERNAL`` in the one shape if nothing was sent yet."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:
+            logger.error("%s %s failed", *_line(scope), exc_info=exc)
+            if not started:
+                message = "internal error; the node's log has the details"
+                await error_response(500, "INTERNAL", message)(scope, receive, send)
+
+
+def _line(scope: Scope) -> tuple[str, str]:
+    """Method and path of a request, printable on one log line."""
+    path = str(scope.get("path", ""))[:200].encode("unicode_escape").decode("ascii")
+    return str(scope.get("method", "")), path

@@ -10,11 +10,23 @@ from typing import Any, TypeVar
 from fastapi import Response
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from ronin.discovery import params as job_params
 from ronin.store.job_models import Attempt, FoundService, Job, JobPage, Schedule
 from ronin.store.models import NodePage, Page, Service
 
 T = TypeVar("T")
 
+#: Job params as the OpenAPI document describes them, wherever the API takes them.
+JOB_PARAMS_SCHEMA = job_params.json_schema()
+#: The payload of a KLF message; the one this node acts on is a run_discovery_job request.
+KLF_PAYLOAD_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "For a TASK_REQUEST: the task_name run_discovery_job and the job's params.",
+    "properties": {
+        "task_name": {"type": "string", "examples": ["run_discovery_job"]},
+        "params": JOB_PARAMS_SCHEMA,
+    },
+}
 DID_PATTERN = r"^did:[a-z0-9]+:[A-Za-z0-9._:%-]+$"
 DID = re.compile(DID_PATTERN)
 MAX_DID_CHARS = 255
@@ -50,7 +62,7 @@ class KlfEnvelope(BaseModel):
     type: str = Field(min_length=1, max_length=64)
     sender: str = Field(alias="from", min_length=1, max_length=MAX_DID_CHARS, pattern=DID_PATTERN)
     to: str = Field(min_length=1, max_length=MAX_DID_CHARS, pattern=DID_PATTERN)
-    payload: dict[str, Any]
+    payload: dict[str, Any] = Field(json_schema_extra=KLF_PAYLOAD_SCHEMA)
 
 
 class KlfAnswer(BaseModel):
@@ -71,7 +83,7 @@ class ScheduleRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=100)
-    params: dict[str, Any]
+    params: dict[str, Any] = Field(json_schema_extra=JOB_PARAMS_SCHEMA)
     interval_s: int = Field(ge=60, le=366 * 86400)
 
 

@@ -8,7 +8,6 @@ and plain lines otherwise, and prints a summary.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import signal
 import uuid
@@ -23,10 +22,10 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 
 from ronin.cli.backend import open_backend
-from ronin.cli.common import app, console, error_console, run
+from ronin.cli.common import app, console, error_console, fail, run
 from ronin.config import Settings
 from ronin.discovery.executor import discovery_executor
-from ronin.discovery.params import KOS_PORT
+from ronin.discovery.params import DEFAULT_PROTOCOLS, KOS_PORT, target_from_text
 from ronin.discovery.policy import ScopePolicy
 from ronin.errors import RoninError
 from ronin.jobs.follow import JobEvents, follow_job
@@ -55,17 +54,13 @@ def target_params(
     mdns_window_s: float | None = None,
 ) -> dict[str, Any]:
     """Job params (PROTOCOL.md section 5) for a target as an operator types it."""
-    if target.startswith("did:"):
-        kind = "did"
-    else:
-        try:
-            ipaddress.ip_network(target, strict=False)
-            kind = "network_cidr"
-        except ValueError:
-            kind = "domain"
+    try:
+        kind, value = target_from_text(target)
+    except RoninError as exc:
+        fail(exc)  # before any database is opened: a typo never becomes a job
     params: dict[str, Any] = {
-        "target": {"type": kind, "value": target},
-        "protocols": list(protocols) or ["http-api"],
+        "target": {"type": kind, "value": value},
+        "protocols": list(protocols or DEFAULT_PROTOCOLS),
         "depth": depth,
         "ports": list(ports) or [KOS_PORT],
     }

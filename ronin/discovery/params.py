@@ -15,6 +15,8 @@ from ronin.store.storable import check_json
 TargetType = Literal["network_cidr", "domain", "did"]
 TARGET_TYPES: tuple[TargetType, ...] = ("network_cidr", "domain", "did")
 PROTOCOLS = ("http-api", "mdns", "dns-sd")
+#: What a job probes when its params name no protocols, for the API, KLF and the CLI alike.
+DEFAULT_PROTOCOLS = ("http-api",)
 KOS_PORT = 30437
 MIN_DEPTH, MAX_DEPTH = 1, 8
 DEFAULT_DEPTH = 1
@@ -32,6 +34,9 @@ DEFAULT_MDNS_WINDOW_S = 3.0
 MAX_WINDOW = 60  # s
 
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+_DIGITS_AND_DOTS = re.compile(r"^[0-9.]+$")
+# host:port where the host is a name or an IPv4 address (an IPv6 address has two colons).
+_HOST_AND_PORT = re.compile(r"^[A-Za-z0-9.-]+:[0-9]+$")
 _DID = re.compile(r"^did:([a-z0-9]+):([A-Za-z0-9._:%-]+)$")
 
 
@@ -64,7 +69,7 @@ def parse_params(params: Any) -> JobParams:
     return JobParams(
         target_type=target_type,
         target=target,
-        protocols=_protocols(params.get("protocols")),
+        protocols=_protocols(params.get("protocols", list(DEFAULT_PROTOCOLS))),
         depth=_depth(params.get("depth", DEFAULT_DEPTH)),
         ports=_ports(params.get("ports", [KOS_PORT])),
         concurrency=_bounded_number(params.get("concurrency"), "concurrency", 1, MAX_CONCURRENCY),
@@ -76,6 +81,68 @@ def parse_params(params: Any) -> JobParams:
             MAX_WINDOW,
         ),
     )
+
+
+def with_defaults(params: Any) -> Any:
+    """``params`` with the default protocols written in, so a stored job says what it probes.
+
+    Anything but a JSON object is returned as it is, for ``parse_params`` to refuse.
+    """
+    if isinstance(params, Mapping) and "protocols" not in params:
+        return {**params, "protocols": list(DEFAULT_PROTOCOLS)}
+    return params
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of job params, from the same constants the rules use (for OpenAPI);
+    ``parse_params`` stays the authority and names the field at fault."""
+    schema: dict[str, Any] = {
+        "type": "object",
+        "required": ["target"],
+        "additionalProperties": False,
+        "properties": {
+            "target": {
+                "type": "object",
+                "required": ["type", "value"],
+                "additionalProperties": False,
+                "properties": {
+                    "type": {"type": "string", "enum": list(TARGET_TYPES)},
+                    "value": {"type": "string", "minLength": 1, "maxLength": MAX_TARGET_CHARS},
+                },
+            },
+            "protocols": {
+                "type": "array",
+                "minItems": 1,
+                "uniqueItems": True,
+                "items": {"type": "string", "enum": list(PROTOCOLS)},
+                "default": list(DEFAULT_PROTOCOLS),
+            },
+            "depth": {
+                "type": "integer",
+                "minimum": MIN_DEPTH,
+                "maximum": MAX_DEPTH,
+                "default": DEFAULT_DEPTH,
+            },
+            "ports": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_PORTS,
+                "uniqueItems": True,
+                "items": {"type": "integer", "minimum": 1, "maximum": 65535},
+                "default": [KOS_PORT],
+            },
+            "concurrency": {"type": "integer", "minimum": 1, "maximum": MAX_CONCURRENCY},
+            "rate": {"type": "number", "minimum": 0, "maximum": MAX_RATE},
+            "mdns_window_s": {
+                "type": "number",
+                "minimum": 1,
+                "maximum": MAX_WINDOW,
+                "default": DEFAULT_MDNS_WINDOW_S,
+            },
+        },
+    }
+    assert set(schema["properties"]) == KNOWN_KEYS
+    return schema
 
 
 def _target(target: Any) -> tuple[TargetType, str]:
@@ -102,22 +169,69 @@ def _target(target: Any) -> tuple[TargetType, str]:
     return kind, parse_did(value)
 
 
+def target_from_text(text: str) -> tuple[TargetType, str]:
+    """The target an operator typed: a DID, a network or address, or a domain name.
+
+    Text that could only be an address or a network (digits and dots, or any colon or slash)
+    is one, or is refused naming what is wrong; it never falls through to a domain lookup.
+    """
+    value = text.strip()
+    if value.startswith("did:"):
+        return "did", parse_did(value)
+    if _HOST_AND_PORT.match(value):
+        raise InvalidTarget(
+            f"target {value!r} names a port: give the host alone and the ports apart (--port)",
+            field="target.value",
+        )
+    if _looks_like_network(value):
+        parse_network(value)
+        return "network_cidr", value
+    parse_domain(value, field="target.value")
+    return "domain", value
+
+
+def _looks_like_network(value: str) -> bool:
+    """Colons and slashes are never in a domain name, and nor are only digits and dots."""
+    return any(char in value for char in ":/") or bool(_DIGITS_AND_DOTS.match(value))
+
+
 def parse_network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     """An IPv4 or IPv6 network; a bare address is a network of one."""
+    text = value.strip()
+    ipv6 = ":" in text
+    family: type[ipaddress.IPv4Network | ipaddress.IPv6Network] = (
+        ipaddress.IPv6Network if ipv6 else ipaddress.IPv4Network
+    )
     try:
-        return ipaddress.ip_network(value.strip(), strict=True)
+        return family(text, strict=True)
     except ValueError as exc:
+        reason = _prefix_problem(text, ipv6=ipv6) or str(exc)
         hint = ""
         with contextlib.suppress(ValueError):
-            hint = f"; did you mean {ipaddress.ip_network(value.strip(), strict=False)}?"
+            hint = f"; did you mean {family(text, strict=False)}?"
         raise InvalidTarget(
-            f"target.value {value!r} is not a network in CIDR form ({exc}){hint}",
+            f"target.value {value!r} is not a network in CIDR form ({reason}){hint}",
             field="target.value",
         ) from None
 
 
-def parse_domain(value: str, *, field: str) -> str:
-    """A DNS name (RFC 1123 labels), lower-cased, without a trailing dot; never an address."""
+def _prefix_problem(text: str, *, ipv6: bool) -> str | None:
+    """A prefix length out of range, said as such (ipaddress says only "not a valid netmask")."""
+    most = ipaddress.IPV6LENGTH if ipv6 else ipaddress.IPV4LENGTH
+    _, slash, prefix = text.partition("/")
+    if not slash:
+        return None
+    if not prefix.isdecimal():
+        return f"prefix length {prefix!r} is not a number from 0 to {most}"
+    if int(prefix) > most:
+        version = "IPv6" if ipv6 else "IPv4"
+        return f"prefix length {int(prefix)} > {most}, the most an {version} network has"
+    return None
+
+
+def parse_domain(value: str, *, field: str, allow_localhost: bool = False) -> str:
+    """A DNS name of two labels or more (RFC 1123), lower-cased, without a trailing dot;
+    never an address. ``allow_localhost``: the one-label name ``localhost`` too."""
     name = value.strip().rstrip(".").lower()
     try:
         ipaddress.ip_address(name)
@@ -132,6 +246,12 @@ def parse_domain(value: str, *, field: str) -> str:
     labels = name.split(".")
     if len(name) > 253 or not all(_LABEL.match(label) for label in labels):
         raise InvalidTarget(f"{field} {value!r} is not a valid domain name", field=field)
+    if len(labels) == 1 and not (allow_localhost and name == "localhost"):
+        raise InvalidTarget(
+            f"{field} {value!r} is a single word, not a domain name (one has a dot: "
+            "example.org), an address or a network",
+            field=field,
+        )
     if labels[-1].isdigit():
         raise InvalidTarget(f"{field} {value!r} has a numeric top-level label", field=field)
     return name
@@ -150,7 +270,8 @@ def parse_did(value: str) -> str:
         host, _, port = identifier.split(":", 1)[0].replace("%3a", "%3A").partition("%3A")
         if port and not (port.isdigit() and 1 <= int(port) <= 65535):
             raise InvalidTarget(f"did:web port {port!r} is not a port", field="target.value")
-        parse_domain(host, field="target.value")
+        # localhost (RFC 6761) is the one single-label host: it always means this machine.
+        parse_domain(host, field="target.value", allow_localhost=True)
     elif method != "kos":
         raise InvalidTarget(
             f"DID method {method!r} cannot be resolved: Ronin resolves did:web and did:kos",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from ronin.discovery.params import parse_params
+from ronin.discovery.params import parse_params, with_defaults
 from ronin.discovery.policy import ScopePolicy
 from ronin.errors import InvalidValue
 from ronin.store.job_models import Job, Schedule
@@ -29,6 +29,7 @@ async def submit_job(
     whether it is new: a retried submission with the same idempotency
     key gets the first one's job back.
     """
+    params = with_defaults(params)
     _check(params, policy)
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_CHARS:
         raise InvalidValue(
@@ -42,6 +43,7 @@ async def add_schedule(
     store: JobStore, name: str, params: Any, interval_s: int, *, policy: ScopePolicy | None = None
 ) -> Schedule:
     """Register a recurring discovery after validating its params like a job's."""
+    params = with_defaults(params)
     _check(params, policy)
     if not name or len(name) > 100:
         raise InvalidValue("a schedule name has 1 to 100 characters", field="name")

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import psutil
+import psycopg
 import pytest
 
 TIMEOUT_S = 120
@@ -214,3 +215,25 @@ def test_an_operator_lists_shows_and_cancels_jobs(data_dir: Path) -> None:
     assert followed.returncode == 1
     assert "failed" in followed.stdout
     assert ronin("jobs", "show", "not-a-job", **env).returncode == 1
+
+
+@pytest.mark.parametrize(
+    ("target", "reason"),
+    [
+        ("not-a-cidr", "'not-a-cidr' is a single word, not a domain name"),
+        ("127.7.0.0/33", "prefix length 33 > 32"),
+        ("127.7.0.300/24", "Octet 300 (> 255)"),
+    ],
+)
+def test_a_mistyped_target_is_refused_and_queues_no_job(
+    db_url: str, target: str, reason: str
+) -> None:
+    for command in (("discover", target), ("schedules", "add", "typo", target)):
+        done = ronin(*command, RONIN_DATABASE_URL=db_url)
+        assert done.returncode == 1, done.stdout
+        assert reason in " ".join(done.stderr.split()), done.stderr
+        assert "Traceback" not in done.stderr
+    with psycopg.connect(db_url) as conn:
+        jobs = conn.execute("SELECT count(*) FROM discovery_jobs").fetchone()
+        schedules = conn.execute("SELECT count(*) FROM discovery_schedules").fetchone()
+    assert (jobs, schedules) == ((0,), (0,))

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
 from psycopg_pool import AsyncConnectionPool
 
 from ronin.api.app import create_app
@@ -26,12 +27,21 @@ def settings_for(db_url: str, **overrides: Any) -> Settings:
 
 
 @asynccontextmanager
+async def api_app(
+    db_url: str, pool: AsyncConnectionPool[Any], **overrides: Any
+) -> AsyncIterator[FastAPI]:
+    """The app, with its lifespan (the job-events listener) running."""
+    app = create_app(settings_for(db_url, **overrides), Database(pool=pool, conninfo=db_url))
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+@asynccontextmanager
 async def api_client(
     db_url: str, pool: AsyncConnectionPool[Any], **overrides: Any
 ) -> AsyncIterator[httpx.AsyncClient]:
     """A client of the app, with its lifespan (the job-events listener) running."""
-    app = create_app(settings_for(db_url, **overrides), Database(pool=pool, conninfo=db_url))
-    async with app.router.lifespan_context(app):
+    async with api_app(db_url, pool, **overrides) as app:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://ronin.test") as client:
             yield client

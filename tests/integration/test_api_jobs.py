@@ -49,6 +49,27 @@ async def test_a_submitted_job_is_stored_pending_and_can_be_read_back(
     assert again.json() == job
 
 
+async def test_a_job_without_protocols_probes_http_api_and_says_so(
+    client: httpx.AsyncClient, store: JobStore
+) -> None:
+    bare = {"target": {"type": "network_cidr", "value": "127.0.0.1/32"}}
+    answer = await client.post("/v1/jobs", json=bare)
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["params"]["protocols"] == ["http-api"]
+    stored = await store.get(uuid.UUID(answer.json()["job_id"]))
+    assert stored.params == bare | {"protocols": ["http-api"]}
+    schema = (await client.get("/openapi.json")).json()["paths"]["/v1/jobs"]["post"]
+    params = schema["requestBody"]["content"]["application/json"]["schema"]
+    assert params["required"] == ["target"]
+
+
+async def test_a_single_word_domain_is_refused(client: httpx.AsyncClient, store: JobStore) -> None:
+    answer = await client.post("/v1/jobs", json=job_params("intranet", "domain"))
+    assert_error(answer, 422, "INVALID_TARGET", "target.value")
+    assert "single word" in answer.json()["error"]["message"]
+    assert (await store.list_jobs()).items == []
+
+
 async def test_jobs_are_listed_newest_first_by_status_a_page_at_a_time(
     client: httpx.AsyncClient,
 ) -> None:

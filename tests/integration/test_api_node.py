@@ -42,6 +42,29 @@ async def test_a_klf_task_request_queues_the_job_and_answers_with_its_event_stre
     assert job.status == "pending"
 
 
+async def test_a_klf_task_request_without_protocols_probes_http_api(
+    client: httpx.AsyncClient, store: JobStore
+) -> None:
+    bare = {"target": {"type": "network_cidr", "value": "127.0.0.1/32"}}
+    message = klf_request({"task_name": "run_discovery_job", "params": bare})
+    answer = await client.post("/v1/klf", json=message)
+    assert answer.status_code == 202, answer.text
+    job = await store.get(uuid.UUID(answer.json()["payload"]["job_id"]))
+    assert job.params == bare | {"protocols": ["http-api"]}
+    document = (await client.get("/openapi.json")).json()
+    envelope = document["paths"]["/v1/klf"]["post"]["requestBody"]["content"]
+    params = envelope["application/json"]["schema"]["properties"]["payload"]["properties"]
+    assert params["params"]["required"] == ["target"]
+
+
+async def test_a_schedule_without_protocols_probes_http_api(client: httpx.AsyncClient) -> None:
+    bare = {"target": {"type": "network_cidr", "value": "127.0.0.1/32"}}
+    body = {"name": "bare", "params": bare, "interval_s": 3600}
+    created = await client.post("/v1/schedules", json=body)
+    assert created.status_code == 201, created.text
+    assert created.json()["params"]["protocols"] == ["http-api"]
+
+
 @pytest.mark.parametrize(
     ("message", "status", "code", "field"),
     [
@@ -181,5 +204,5 @@ async def test_the_node_describes_itself_as_a_kos_node(client: httpx.AsyncClient
     assert descriptor.node_id == NODE_ID
     assert descriptor.node_class == "Ronin"
     [service] = descriptor.services
-    assert service.endpoint == "http://ronin.test/v1/klf"
+    assert service.endpoint == "http://ronin.test:80/v1/klf"
     assert descriptor.skipped == ()

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from ronin.discovery.params import KOS_PORT, parse_params
+from ronin.discovery.params import KNOWN_KEYS, KOS_PORT, json_schema, parse_params, with_defaults
 from ronin.errors import InvalidTarget
 
 
@@ -35,6 +35,7 @@ def target(kind: str, value: Any) -> dict[str, Any]:
         target("did", "did:web:example.org"),
         target("did", "did:web:example.org%3A8443:nodes:griot"),
         target("did", "did:kos:tohunga:51be02"),
+        target("did", "did:web:localhost%3A8443"),  # RFC 6761: the one single-label host
         params(depth=8, ports=[1, 65535]),
         params(concurrency=4096, rate=0.5),
         params(mdns_window_s=1),
@@ -53,6 +54,22 @@ def test_defaults_and_normalisation() -> None:
     assert parsed.mdns_window_s == 3
 
 
+def test_protocols_default_to_http_api_and_are_written_in() -> None:
+    bare = {"target": {"type": "network_cidr", "value": "10.0.0.0/24"}}
+    assert parse_params(bare).protocols == ("http-api",)
+    assert with_defaults(bare) == bare | {"protocols": ["http-api"]}
+    chosen = bare | {"protocols": ["mdns"]}
+    assert with_defaults(chosen) == chosen
+    assert with_defaults([1]) == [1]  # for parse_params to refuse
+
+
+def test_the_openapi_schema_knows_every_parameter_and_requires_only_the_target() -> None:
+    schema = json_schema()
+    assert set(schema["properties"]) == KNOWN_KEYS
+    assert schema["required"] == ["target"]
+    assert schema["properties"]["protocols"]["default"] == ["http-api"]
+
+
 @pytest.mark.parametrize(
     ("invalid", "field", "message"),
     [
@@ -61,10 +78,14 @@ def test_defaults_and_normalisation() -> None:
         (params(target="10.0.0.0/8"), "target", "object"),
         (target("ldap", "x"), "target.type", "must be one of"),
         (target("network_cidr", "192.168.1.5/24"), "target.value", "did you mean 192.168.1.0/24"),
-        (target("network_cidr", "192.168.1.0/33"), "target.value", "CIDR"),
+        (target("network_cidr", "192.168.1.0/33"), "target.value", "prefix length 33 > 32"),
+        (target("network_cidr", "192.168.1.300/24"), "target.value", "Octet 300"),
         (target("network_cidr", 42), "target.value", "string"),
         (target("domain", "-bad-.org"), "target.value", "not a valid domain"),
         (target("domain", "10.0.0.5"), "target.value", "address"),
+        (target("domain", "intranet"), "target.value", "single word"),
+        (target("domain", "localhost"), "target.value", "single word"),
+        (target("did", "did:web:intranet"), "target.value", "single word"),
         (target("domain", "a" * 64 + ".org"), "target.value", "not a valid domain"),
         (target("did", "did:web:10.0.0.5"), "target.value", "address"),
         (target("did", "did:web:example.org%3A99999"), "target.value", "port"),

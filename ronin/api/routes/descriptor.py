@@ -9,7 +9,8 @@ import orjson
 from fastapi import APIRouter, Depends, Request, Response
 
 from ronin.api.state import NodeState, node
-from ronin.discovery.descriptor import DESCRIPTOR_PATH
+from ronin.discovery.descriptor import DESCRIPTOR_PATH, base_url
+from ronin.errors import NotFound
 
 router = APIRouter(tags=["kOS"])
 Node = Annotated[NodeState, Depends(node)]
@@ -23,11 +24,18 @@ PROTOCOLS = ("klf/1.0", "http/1.1")
     responses={200: {"description": "This node's kOS descriptor (PROTOCOL.md section 2)."}},
 )
 async def own_descriptor(request: Request, state: Node) -> Response:
-    """The node's descriptor: one service, its KLF endpoint, as reached by this request."""
-    return Response(
-        orjson.dumps(describe(state, str(request.base_url).rstrip("/"))),
-        media_type="application/json",
-    )
+    """The node's descriptor: one service, its KLF endpoint at the address this request
+    reached (the listening socket's, never the Host header, which the client chooses)."""
+    return Response(orjson.dumps(describe(state, own_url(request))), media_type="application/json")
+
+
+def own_url(request: Request) -> str:
+    """``http://address:port`` of the socket the request arrived on, under the app's root path."""
+    server = request.scope.get("server")
+    if not server:  # a Unix socket: no address to give
+        raise NotFound("this node listens on no TCP address to describe", field="path")
+    host, port = server
+    return base_url(str(host), port or 80) + str(request.scope.get("root_path", ""))
 
 
 def describe(state: NodeState, base_url: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from ronin.api.wire import (
     ATTEMPTS,
     JOB,
     JOB_PAGE,
+    JOB_PARAMS_SCHEMA,
     JOB_RESULTS,
     JobResults,
     error_responses,
@@ -31,41 +32,6 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(requi
 Node = Annotated[NodeState, Depends(node)]
 SSE_PING_S = 15
 
-#: JSON Schema of a job's params (PROTOCOL.md section 5), for the OpenAPI document; the
-#: server's own validation (``parse_params``) is the authority and names the field at fault.
-JOB_PARAMS_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["target", "protocols"],
-    "additionalProperties": False,
-    "properties": {
-        "target": {
-            "type": "object",
-            "required": ["type", "value"],
-            "additionalProperties": False,
-            "properties": {
-                "type": {"type": "string", "enum": ["network_cidr", "domain", "did"]},
-                "value": {"type": "string", "minLength": 1, "maxLength": 255},
-            },
-        },
-        "protocols": {
-            "type": "array",
-            "minItems": 1,
-            "uniqueItems": True,
-            "items": {"type": "string", "enum": ["http-api", "mdns", "dns-sd"]},
-        },
-        "depth": {"type": "integer", "minimum": 1, "maximum": 8, "default": 1},
-        "ports": {
-            "type": "array",
-            "minItems": 1,
-            "maxItems": 64,
-            "items": {"type": "integer", "minimum": 1, "maximum": 65535},
-            "default": [30437],
-        },
-        "concurrency": {"type": "integer", "minimum": 1, "maximum": 4096},
-        "rate": {"type": "number", "minimum": 0, "maximum": 1000000},
-        "mdns_window_s": {"type": "number", "minimum": 1, "maximum": 60, "default": 3},
-    },
-}
 #: One Server-Sent Event of a job's stream: its data is a KLF message, as JSON.
 SSE_EVENT_SCHEMA: dict[str, Any] = {
     "type": "object",

@@ -50,7 +50,7 @@ async def receive_message(
     """Take one KLF message; only a ``run_discovery_job`` TASK_REQUEST is acted on."""
     body = await json_body(request)
     sender = body.get("from") if isinstance(body, dict) else None
-    valid_sender = isinstance(sender, str) and len(sender) <= 255 and DID.match(sender)
+    valid_sender = isinstance(sender, str) and len(sender) <= 255 and DID.fullmatch(sender)
     reply_to: str = str(sender) if valid_sender else state.settings.node_id
     try:
         message = _parse(body)

@@ -11,6 +11,7 @@ from ronin.api.state import NodeState, node
 from ronin.api.wire import SCHEDULE, SCHEDULES, ScheduleRequest, error_responses, json_response
 from ronin.jobs.submit import add_schedule
 from ronin.store.job_models import Schedule
+from ronin.store.storable import check_text
 
 router = APIRouter(prefix="/v1/schedules", tags=["schedules"], dependencies=[Depends(require_read)])
 Node = Annotated[NodeState, Depends(node)]
@@ -31,6 +32,7 @@ async def list_schedules(state: Node) -> Response:
 )
 async def create_schedule(request: ScheduleRequest, state: Node) -> Response:
     """Run a discovery every ``interval_s`` seconds, the first time now."""
+    check_text(request.name, "name")
     schedule = await add_schedule(
         state.jobs, request.name, request.params, request.interval_s, policy=state.policy
     )
@@ -45,5 +47,6 @@ async def create_schedule(request: ScheduleRequest, state: Node) -> Response:
 )
 async def remove_schedule(name_or_id: str, state: Node) -> Response:
     """Stop a schedule (by name or id); the jobs it created stay."""
+    check_text(name_or_id, "name_or_id")
     await state.jobs.remove_schedule(name_or_id)
     return Response(status_code=204)

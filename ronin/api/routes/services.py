@@ -13,6 +13,7 @@ from ronin.api.wire import NODE_PAGE, SERVICE, SERVICE_PAGE, error_responses, js
 from ronin.durations import parse_duration
 from ronin.errors import InvalidValue, NotFound
 from ronin.store.models import NodePage, Page, Service, ServiceFilter
+from ronin.store.storable import check_text
 
 router = APIRouter(tags=["map"], dependencies=[Depends(require_read)])
 Node = Annotated[NodeState, Depends(node)]
@@ -72,6 +73,7 @@ async def find_services(
 )
 async def get_service(service_id: str, state: Node) -> Response:
     """One service of the map."""
+    check_text(service_id, "service_id")
     service = await state.services.get(service_id) if len(service_id) <= 255 else None
     if service is None:
         raise NotFound(f"no service {service_id}", field="service_id")
