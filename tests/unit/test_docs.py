@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from urllib.parse import parse_qs
 
 from typer.main import get_command
 
+from ronin.beacon import demo_descriptor
 from ronin.cli import app
 
 ROOT = Path(__file__).parents[2]
@@ -36,3 +38,15 @@ def test_ci_runs_the_readme_test_command() -> None:
     test_line = next(line for line in opening.splitlines() if "scripts/check" in line)
     assert "scripts/check" in (ROOT / ".ci" / "run").read_text()
     assert test_line.startswith("pip install -e '.[test]'")
+
+
+def test_the_readme_example_queries_find_the_demo_beacon() -> None:
+    queries = re.findall(r"^curl .*/v1/services\?([^'\s]+)", README, flags=re.MULTILINE)
+    assert queries
+    node = demo_descriptor("127.7.0.1", 30437)
+    for asked in queries:
+        params = parse_qs(asked)
+        wanted = set(params.get("capability", []))
+        classes = params.get("node_class", [node["node_class"]])
+        assert node["node_class"] in classes, asked
+        assert any(wanted <= set(s["capabilities"]) for s in node["services"]), asked
