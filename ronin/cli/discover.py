@@ -110,16 +110,18 @@ async def submit_and_wait(
             shown = asyncio.create_task(_show(database.conninfo, store, job.job_id, console))
             try:
                 await signals.until(shown)
-            finally:
-                if not shown.done():
-                    shown.cancel()
-                await asyncio.gather(shown, return_exceptions=True)
-                if signals.received:
-                    worker.release_all()  # back to the queue, the attempt not spent
-                await runner  # bounded: the job ended, or was handed back just now
-            if not shown.cancelled():
+            except BaseException:
+                shown.cancel()
+                worker.release_all()
+                await asyncio.gather(shown, runner, return_exceptions=True)
+                raise
+            if shown.done():  # the job ended (or following it failed)
+                await runner
                 return shown.result()
-            return await _after_interrupt(store, job.job_id, signals)
+            shown.cancel()
+            await asyncio.gather(shown, return_exceptions=True)
+            worker.release_all()  # back to the queue, the attempt not spent
+            return await _after_interrupt(store, job.job_id, signals, runner)
 
 
 class Signals:
@@ -155,26 +157,28 @@ class Signals:
             await asyncio.gather(arrived, return_exceptions=True)
 
 
-async def _after_interrupt(store: JobStore, job_id: uuid.UUID, signals: Signals) -> Job:
+async def _after_interrupt(
+    store: JobStore, job_id: uuid.UUID, signals: Signals, runner: asyncio.Task[bool]
+) -> Job:
     """Ctrl-C on a terminal asks whether to cancel the job; otherwise it is left to the queue,
     and the command says exactly where it is and how to cancel it."""
+    ask = signals.received[0] == signal.SIGINT and sys.stdin.isatty()
+    cancel = ask and await _ask_to_cancel(job_id, signals)
+    await runner  # bounded: the job is being handed back
     job = await store.get(job_id)
     if job.finished:
         return job
-    if signals.received[0] == signal.SIGINT and sys.stdin.isatty():
-        if await _ask_to_cancel(job_id, signals):
-            with contextlib.suppress(JobFinished):  # it ended meanwhile: say how
-                await store.cancel(job_id)
-            job = await store.get(job_id)
-            if job.finished:
-                return job
-            raise Interrupted(
-                f"interrupted: job {job_id} runs on worker {job.worker_id}, "
-                "which was asked to stop it",
-                field="job_id",
-            )
-        job = await store.get(job_id)
-    raise Interrupted(left_to_the_queue(job))
+    if not cancel:
+        raise Interrupted(left_to_the_queue(job))
+    with contextlib.suppress(JobFinished):  # it ended meanwhile: the summary says how
+        await store.cancel(job_id)
+    job = await store.get(job_id)
+    if job.finished:
+        return job
+    raise Interrupted(
+        f"interrupted: job {job_id} runs on worker {job.worker_id}, which was asked to stop it",
+        field="job_id",
+    )
 
 
 def left_to_the_queue(job: Job) -> str:
