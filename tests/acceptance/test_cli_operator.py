@@ -324,6 +324,7 @@ def test_ctrl_c_on_a_terminal_asks_whether_to_cancel(
             sweep.kill()
             sweep.wait()
     job_id = newest_job(db_url)
+    assert "ETA" in seen  # the progress bar says when the sweep should end
     assert f"Cancel job {job_id}? [Y/n]" in seen
     assert job_status(db_url, job_id) == status
     if status == "pending":
