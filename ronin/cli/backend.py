@@ -7,6 +7,8 @@ backends return the store's own dataclasses, so every command renders one way.
 
 from __future__ import annotations
 
+import contextlib
+import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -20,16 +22,22 @@ from pydantic import TypeAdapter, ValidationError
 from ronin.api.wire import ATTEMPTS, JOB, JOB_PAGE, SCHEDULE, SCHEDULES, SERVICE_PAGE
 from ronin.config import Settings
 from ronin.discovery.policy import ScopePolicy
-from ronin.errors import DatabaseError, RoninError
+from ronin.errors import DatabaseError, InvalidValue, NotFound, RoninError
 from ronin.jobs.follow import JobEvents, follow_job
 from ronin.jobs.submit import add_schedule, submit_job
 from ronin.store.database import Database, open_database
 from ronin.store.job_models import Attempt, Job, JobPage, JobStatus, Schedule
-from ronin.store.jobs import JobStore
+from ronin.store.jobs import MAX_JOB_PAGE, JobStore
 from ronin.store.models import Page, ServiceFilter
 from ronin.store.services import ServiceMap
 
 REMOTE_TIMEOUT_S = 30.0
+MIN_PREFIX = 4
+PREFIX_CANDIDATES = 10
+#: A remote node is asked for its jobs a page at a time; this many are searched for a prefix.
+REMOTE_PREFIX_SCAN = 5000
+_UUID_ZEROS = "00000000-0000-0000-0000-000000000000"
+_UUID_TEXT = re.compile(r"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}")
 T = TypeVar("T")
 
 
@@ -41,6 +49,7 @@ class Backend(Protocol):
         self, status: JobStatus | None, limit: int, cursor: str | None
     ) -> JobPage: ...
     async def job(self, job_id: uuid.UUID) -> Job: ...
+    async def job_ids_with_prefix(self, prefix: str, limit: int) -> list[uuid.UUID]: ...
     async def attempts(self, job_id: uuid.UUID) -> list[Attempt]: ...
     async def cancel(self, job_id: uuid.UUID) -> Job: ...
     def follow(self, job_id: uuid.UUID) -> AsyncIterator[tuple[str, int, str]]: ...
@@ -59,6 +68,43 @@ async def open_backend(settings: Settings) -> AsyncIterator[Backend]:
     else:
         async with await open_database(settings) as database:
             yield LocalBackend(database, settings)
+
+
+def job_id_prefix(text: str) -> uuid.UUID | str:
+    """A whole job id, or the start of one (at least MIN_PREFIX hex digits, as tables show it)."""
+    typed = text.strip().lower()
+    with contextlib.suppress(ValueError):
+        return uuid.UUID(typed)
+    digits = len(typed.replace("-", ""))
+    if digits < MIN_PREFIX or not _UUID_TEXT.fullmatch(typed + _UUID_ZEROS[len(typed) :]):
+        raise InvalidValue(
+            f"{text!r} is not a job id, nor the start of one (at least {MIN_PREFIX} hex digits)",
+            field="job_id",
+        )
+    return typed
+
+
+async def resolve_job_id(backend: Backend, text: str) -> uuid.UUID:
+    """The one job whose id is, or starts with, ``text``; refused if none or several."""
+    typed = job_id_prefix(text)
+    if isinstance(typed, uuid.UUID):
+        return typed
+    found = await backend.job_ids_with_prefix(typed, PREFIX_CANDIDATES + 1)
+    if not found:
+        raise NotFound(f"no job id starts with {typed}", field="job_id")
+    if len(found) > 1:
+        shown = ", ".join(str(job_id) for job_id in found[:PREFIX_CANDIDATES])
+        more = ", ..." if len(found) > PREFIX_CANDIDATES else ""
+        raise InvalidValue(
+            f"{typed} starts several job ids ({shown}{more}): give more of it", field="job_id"
+        )
+    return found[0]
+
+
+def prefix_range(prefix: str) -> tuple[uuid.UUID, uuid.UUID]:
+    """The lowest and highest ids that start with ``prefix`` (a checked prefix)."""
+    rest = _UUID_ZEROS[len(prefix) :]
+    return uuid.UUID(prefix + rest), uuid.UUID(prefix + rest.replace("0", "f"))
 
 
 class LocalBackend:
@@ -82,6 +128,10 @@ class LocalBackend:
 
     async def job(self, job_id: uuid.UUID) -> Job:
         return await self._jobs.get(job_id)
+
+    async def job_ids_with_prefix(self, prefix: str, limit: int) -> list[uuid.UUID]:
+        low, high = prefix_range(prefix)
+        return await self._jobs.job_ids_between(low, high, limit=limit)
 
     async def attempts(self, job_id: uuid.UUID) -> list[Attempt]:
         return await self._jobs.attempts(job_id)
@@ -152,6 +202,24 @@ class RemoteBackend:
 
     async def job(self, job_id: uuid.UUID) -> Job:
         return _read(JOB, await self._call("GET", f"/v1/jobs/{job_id}"))
+
+    async def job_ids_with_prefix(self, prefix: str, limit: int) -> list[uuid.UUID]:
+        """The API finds jobs by whole id only: search the newest REMOTE_PREFIX_SCAN."""
+        found: list[uuid.UUID] = []
+        cursor: str | None = None
+        for _ in range(REMOTE_PREFIX_SCAN // MAX_JOB_PAGE):
+            page = await self.list_jobs(None, MAX_JOB_PAGE, cursor)
+            found += [job.job_id for job in page.items if str(job.job_id).startswith(prefix)]
+            cursor = page.next_cursor
+            if len(found) >= limit or cursor is None:
+                return found[:limit]
+        if not found:
+            raise NotFound(
+                f"no job id starts with {prefix} among the newest {REMOTE_PREFIX_SCAN} jobs "
+                f"of {self._url}: give the whole id",
+                field="job_id",
+            )
+        return found
 
     async def attempts(self, job_id: uuid.UUID) -> list[Attempt]:
         return _read(ATTEMPTS, await self._call("GET", f"/v1/jobs/{job_id}/attempts"))

@@ -16,21 +16,22 @@ from rich.console import Console
 from rich.markup import escape
 
 from ronin import __version__
+from ronin.cli.help import RoninTyper
 from ronin.config import Settings
 from ronin.errors import DatabaseUnreachable, RoninError
 from ronin.store.database import Database
 from ronin.store.embedded import exit_cleanly_on_signals
 from ronin.store.services import ServiceMap
 
-app = typer.Typer(
+app = RoninTyper(
     help="Ronin: the scout of a kOS network. Discovers kOS nodes and keeps a map of services.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-db_app = typer.Typer(help="The database: migrations and schema status.", no_args_is_help=True)
-map_app = typer.Typer(help="The map of discovered services.", no_args_is_help=True)
-jobs_app = typer.Typer(help="Discovery jobs: list, show, cancel, follow.", no_args_is_help=True)
-schedules_app = typer.Typer(help="Recurring discoveries: add, list, remove.", no_args_is_help=True)
+db_app = RoninTyper(help="The database: migrations and schema status.", no_args_is_help=True)
+map_app = RoninTyper(help="The map of discovered services.", no_args_is_help=True)
+jobs_app = RoninTyper(help="Discovery jobs: list, show, cancel, follow.", no_args_is_help=True)
+schedules_app = RoninTyper(help="Recurring discoveries: add, list, remove.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(schedules_app, name="schedules")
 app.add_typer(map_app, name="map")
@@ -41,9 +42,22 @@ error_console = Console(stderr=True)
 T = TypeVar("T")
 
 
+def _print_version(value: bool) -> None:
+    """``ronin --version``: the version, and nothing else."""
+    if value:
+        console.print(__version__, highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what Ronin does.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print Ronin's version."
+        ),
+    ] = False,
 ) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,

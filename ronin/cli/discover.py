@@ -8,26 +8,37 @@ and plain lines otherwise, and prints a summary.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
+import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.markup import escape
 from rich.table import Table
 
 from ronin.cli.backend import open_backend
 from ronin.cli.common import app, console, error_console, fail, run
+from ronin.cli.views import Update, show_progress
 from ronin.config import Settings
+from ronin.discovery.crawl import DEFAULT_CONCURRENCY, DEFAULT_RATE
 from ronin.discovery.executor import discovery_executor
-from ronin.discovery.params import DEFAULT_PROTOCOLS, KOS_PORT, target_from_text
+from ronin.discovery.params import (
+    DEFAULT_MDNS_WINDOW_S,
+    DEFAULT_PROTOCOLS,
+    KOS_PORT,
+    MAX_CONCURRENCY,
+    MAX_RATE,
+    target_from_text,
+)
 from ronin.discovery.policy import ScopePolicy
-from ronin.errors import RoninError
+from ronin.errors import JobFinished, RoninError
 from ronin.jobs.follow import JobEvents, follow_job
 from ronin.jobs.submit import submit_job
 from ronin.jobs.worker import Worker, WorkerOptions
@@ -36,9 +47,11 @@ from ronin.store.job_models import Job
 from ronin.store.jobs import JobStore
 from ronin.store.services import ServiceMap
 
+PROMPT_TIMEOUT_S = 15.0
+
 
 class Interrupted(RoninError):
-    """The command was interrupted; the job was handed back to the queue."""
+    """The command was interrupted before the job ended; the message says where it is."""
 
     code = "INTERRUPTED"
 
@@ -94,32 +107,122 @@ async def submit_and_wait(
             executor=discovery_executor(settings),
             options=WorkerOptions.from_settings(settings, concurrency=1),
         )
-        runner = asyncio.create_task(worker.run_one(job.job_id), name="run own job")
-        shown = asyncio.create_task(_show(database.conninfo, store, job.job_id, console))
-        interrupted = asyncio.Event()
-
-        def on_signal() -> None:
+        with Signals() as signals:
+            runner = asyncio.create_task(worker.run_one(job.job_id), name="run own job")
+            shown = asyncio.create_task(_show(database.conninfo, store, job.job_id, console))
+            try:
+                await signals.until(shown)
+            except BaseException:
+                shown.cancel()
+                worker.release_all()
+                await asyncio.gather(shown, runner, return_exceptions=True)
+                raise
+            if shown.done():  # the job ended (or following it failed)
+                await runner
+                return shown.result()
+            shown.cancel()
+            await asyncio.gather(shown, return_exceptions=True)
             worker.release_all()  # back to the queue, the attempt not spent
-            interrupted.set()
+            return await _after_interrupt(store, job.job_id, signals, runner)
 
+
+class Signals:
+    """SIGINT and SIGTERM as they arrive, while a command waits on a job."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.arrived = asyncio.Event()
+
+    def __enter__(self) -> Signals:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, on_signal)
-        stop = asyncio.create_task(interrupted.wait())
+            loop.add_signal_handler(signum, self._on_signal, signum)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+    def _on_signal(self, signum: int) -> None:
+        self.received.append(signum)
+        self.arrived.set()
+
+    async def until(self, task: asyncio.Future[Any], timeout_s: float | None = None) -> None:
+        """Wait for ``task``, the next signal or the timeout, whichever comes first."""
+        self.arrived.clear()
+        arrived = asyncio.create_task(self.arrived.wait())
         try:
-            await asyncio.wait({shown, stop}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({task, arrived}, timeout=timeout_s, return_when="FIRST_COMPLETED")
         finally:
-            stop.cancel()
-            if not shown.done():
-                shown.cancel()
-            await runner  # bounded: the job ended, or was handed back on the signal
-            await asyncio.gather(shown, stop, return_exceptions=True)
-        if interrupted.is_set() and not (shown.done() and not shown.cancelled()):
-            raise Interrupted(
-                f"interrupted: job {job.job_id} is back in the queue for a worker "
-                "(ronin worker) to finish"
-            )
-        return shown.result()
+            arrived.cancel()
+            await asyncio.gather(arrived, return_exceptions=True)
+
+
+async def _after_interrupt(
+    store: JobStore, job_id: uuid.UUID, signals: Signals, runner: asyncio.Task[bool]
+) -> Job:
+    """Ctrl-C on a terminal asks whether to cancel the job; otherwise it is left to the queue,
+    and the command says exactly where it is and how to cancel it."""
+    ask = signals.received[0] == signal.SIGINT and sys.stdin.isatty()
+    cancel = ask and await _ask_to_cancel(job_id, signals)
+    await runner  # bounded: the job is being handed back
+    job = await store.get(job_id)
+    if job.finished:
+        return job
+    if not cancel:
+        raise Interrupted(left_to_the_queue(job))
+    with contextlib.suppress(JobFinished):  # it ended meanwhile: the summary says how
+        await store.cancel(job_id)
+    job = await store.get(job_id)
+    if job.finished:
+        return job
+    raise Interrupted(
+        f"interrupted: job {job_id} runs on worker {job.worker_id}, which was asked to stop it",
+        field="job_id",
+    )
+
+
+def left_to_the_queue(job: Job) -> str:
+    """What became of a job this command stopped waiting for, and how to cancel it."""
+    cancel = f"`ronin jobs cancel {job.job_id}` cancels it"
+    if job.status == "pending":
+        return (
+            f"interrupted: the job {job.job_id} was handed back to the queue and will run "
+            f"when a worker starts; {cancel}"
+        )
+    return (
+        f"interrupted: stopped waiting for job {job.job_id}, which goes on running on "
+        f"worker {job.worker_id}; {cancel}"
+    )
+
+
+async def _ask_to_cancel(job_id: uuid.UUID, signals: Signals) -> bool:
+    """Ask on the terminal, for a bounded time; no answer, Enter or another Ctrl-C: yes."""
+    error_console.print(
+        f"Cancel job {job_id}? [Y/n] (yes in {PROMPT_TIMEOUT_S:.0f} s) ",
+        end="",
+        markup=False,
+        highlight=False,
+    )
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[str] = loop.create_future()
+
+    def readable() -> None:
+        line = sys.stdin.readline()  # a terminal hands over whole lines
+        if not answer.done():
+            answer.set_result(line)
+
+    loop.add_reader(sys.stdin.fileno(), readable)
+    try:
+        await signals.until(answer, timeout_s=PROMPT_TIMEOUT_S)
+    finally:
+        loop.remove_reader(sys.stdin.fileno())
+    if not answer.done():
+        answer.cancel()
+        error_console.print()
+        return True
+    return answer.result().strip().lower() not in {"n", "no"}
 
 
 async def submit_remotely(
@@ -130,60 +233,69 @@ async def submit_remotely(
         job = await backend.submit(params)
         if not wait:
             return job
-        async for status, progress, message in backend.follow(job.job_id):
-            console.print(f"{status} {progress:3d}% {message}", highlight=False)
+        with Signals() as signals:
+            shown = asyncio.create_task(show_progress(backend.follow(job.job_id), console))
+            try:
+                await signals.until(shown)
+            finally:
+                if not shown.done():
+                    shown.cancel()
+                await asyncio.gather(shown, return_exceptions=True)
+        if shown.cancelled():
+            raise Interrupted(
+                f"interrupted: stopped following job {job.job_id}, which goes on at "
+                f"{settings.remote_url}; `ronin jobs cancel {job.job_id}` cancels it"
+            )
+        shown.result()
         return await backend.job(job.job_id)
 
 
 async def _show(conninfo: str, store: JobStore, job_id: uuid.UUID, console: Console) -> Job:
-    """Follow the job: a progress bar on a terminal, plain lines elsewhere."""
-    final: Job | None = None
-    if console.is_terminal:
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TaskProgressColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[message]}"),
-        )
-        with Progress(*columns, console=console, transient=True) as bar:
-            task = bar.add_task("discovering", total=100, message="")
-            async with JobEvents(conninfo) as events:
-                async for job in follow_job(store, job_id, events):
-                    bar.update(task, completed=job.progress, message=job.progress_message)
-                    final = job
-    else:
-        async with JobEvents(conninfo) as events:
-            async for job in follow_job(store, job_id, events):
-                console.print(
-                    f"{job.status} {job.progress:3d}% {job.progress_message}", highlight=False
-                )
-                final = job
-    assert final is not None
-    return final
+    """Follow the job to its end: a progress bar on a terminal, plain lines elsewhere."""
+    async with JobEvents(conninfo) as events:
+        await show_progress(_updates(follow_job(store, job_id, events)), console)
+    return await store.get(job_id)
+
+
+async def _updates(jobs: AsyncIterator[Job]) -> AsyncIterator[Update]:
+    async for job in jobs:
+        yield job.status, job.progress, job.progress_message
 
 
 def print_summary(job: Job, console: Console) -> None:
+    """The job's status; what it counted (if it probed anything); its error, once."""
+    console.print(f"job {job.job_id}: [bold]{job.status}[/]", highlight=False)
+    rows = _tallies(job.result or {})
+    if any(count for _, count in rows):
+        table = Table(show_header=False)
+        for label, count in rows:
+            table.add_row(label, str(count))
+        console.print(table)
+    if job.error:
+        console.print(
+            f"[bold red]{escape(job.error['code'])}[/]: {escape(job.error['message'])}",
+            highlight=False,
+        )
+
+
+def _tallies(result: dict[str, Any]) -> list[tuple[str, int]]:
     """Hosts probed, nodes, services new/refreshed, conflicts and failures by reason."""
-    result = job.result or {}
     stats = result.get("stats", {})
     services = result.get("services", {})
-    console.print(f"job {job.job_id}: [bold]{job.status}[/]")
-    table = Table(show_header=False)
-    table.add_row("hosts probed", str(stats.get("hosts_probed", 0)))
-    closed = sum(count for key, count in stats.items() if key.startswith("closed_"))
-    table.add_row("no kOS port open", str(closed))
-    table.add_row("nodes", str(stats.get("nodes", 0)))
-    table.add_row("services new", str(services.get("new", 0)))
-    table.add_row("services refreshed", str(services.get("refreshed", 0)))
-    table.add_row("conflicts", str(result.get("conflict_count", 0)))
+    rows = [
+        ("hosts probed", stats.get("hosts_probed", 0)),
+        ("no kOS port open", sum(n for key, n in stats.items() if key.startswith("closed_"))),
+        ("nodes", stats.get("nodes", 0)),
+        ("services new", services.get("new", 0)),
+        ("services refreshed", services.get("refreshed", 0)),
+        ("conflicts", result.get("conflict_count", 0)),
+    ]
     if result.get("mismatches"):
-        table.add_row("node_id mismatches", str(len(result["mismatches"])))
-    for reason, count in sorted(result.get("failed_probes", {}).items()):
-        table.add_row(f"failed: {reason}", str(count))
-    console.print(table)
-    if job.error:
-        console.print(f"[bold red]{job.error['code']}[/]: {job.error['message']}")
+        rows.append(("node_id mismatches", len(result["mismatches"])))
+    rows += [
+        (f"failed: {reason}", n) for reason, n in sorted(result.get("failed_probes", {}).items())
+    ]
+    return rows
 
 
 def job_as_json(job: Job) -> str:
@@ -195,14 +307,41 @@ def job_as_json(job: Job) -> str:
     return json.dumps(asdict(job), default=default, indent=2)
 
 
-# The options of a job's params, shared by the commands that make one.
+# The options of a job's params, shared by the commands that make one (discover, schedules add).
 Depth = Annotated[
     int, typer.Option(min=1, max=8, help="1: the target only; N: follow peers N-1 hops.")
 ]
 Ports = Annotated[
-    list[int] | None, typer.Option(min=1, max=65535, help="Port to probe (repeatable).")
+    list[int] | None,
+    typer.Option(min=1, max=65535, help=f"Port to probe (repeatable; default {KOS_PORT})."),
 ]
-Protocols = Annotated[list[str] | None, typer.Option(help="http-api, mdns or dns-sd (repeatable).")]
+Protocols = Annotated[
+    list[str] | None,
+    typer.Option(help="http-api, mdns or dns-sd (repeatable; default http-api)."),
+]
+Rate = Annotated[
+    float | None,
+    typer.Option(
+        min=0,
+        max=MAX_RATE,
+        help=f"Probes started per second (default {DEFAULT_RATE:,.0f}, so a /16 takes over a "
+        "minute; 0: no limit).",
+    ),
+]
+Concurrency = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        max=MAX_CONCURRENCY,
+        help=f"Probes in flight at once (default {DEFAULT_CONCURRENCY}).",
+    ),
+]
+MdnsWindow = Annotated[
+    float | None,
+    typer.Option(
+        min=1, max=60, help=f"Seconds to browse mDNS (default {DEFAULT_MDNS_WINDOW_S:g})."
+    ),
+]
 
 
 @app.command()
@@ -213,15 +352,9 @@ def discover(
     protocol: Protocols = None,
     wait: Annotated[bool, typer.Option(help="Run the job here and wait for its end.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final job as JSON.")] = False,
-    rate: Annotated[
-        float | None, typer.Option(min=0, help="Probes started per second (0: no limit).")
-    ] = None,
-    concurrency: Annotated[
-        int | None, typer.Option(min=1, max=4096, help="Probes in flight at once.")
-    ] = None,
-    mdns_window: Annotated[
-        float | None, typer.Option(min=1, max=60, help="Seconds to browse mDNS (default 3).")
-    ] = None,
+    rate: Rate = None,
+    concurrency: Concurrency = None,
+    mdns_window: MdnsWindow = None,
 ) -> None:
     """Discover the kOS nodes at TARGET and put their services in the map.
 

@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from ronin.cli.backend import open_backend
+from ronin.cli import views
+from ronin.cli.backend import open_backend, resolve_job_id
 from ronin.cli.common import as_json, console, jobs_app, run
 from ronin.cli.discover import print_summary
+from ronin.cli.views import WHEN_WIDTH, folded, show_progress, whole, wrapped
 from ronin.config import Settings
 from ronin.errors import InvalidValue
 from ronin.store.job_models import JOB_STATUSES, Attempt, Job, JobPage
 
-
-def _job_id(text: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(text)
-    except ValueError:
-        raise InvalidValue(f"{text!r} is not a job id", field="job_id") from None
+JOB_ID_HELP = "The job's id, or its start (at least 4 hex digits, as tables show it)."
+JobRef = Annotated[str, typer.Argument(help=JOB_ID_HELP)]
 
 
 @jobs_app.command("list")
@@ -44,13 +40,18 @@ def jobs_list(
     if json_output or not console.is_terminal:
         print(as_json({"items": page.items, "next_cursor": page.next_cursor}))
         return
-    table = Table("job", "status", "progress", "target", "created", "attempts")
+    table = views.table(
+        whole("job"),
+        wrapped("status"),
+        folded("target"),
+        wrapped("created", min_width=WHEN_WIDTH),
+        wrapped("tries", justify="right"),
+    )
     for job in page.items:
         target = job.params.get("target", {})
         table.add_row(
             str(job.job_id),
-            job.status,
-            f"{job.progress}%",
+            f"{job.status} {job.progress}%" if job.status == "running" else job.status,
             str(target.get("value", "")),
             job.created_at.strftime("%Y-%m-%d %H:%M:%S"),
             str(job.attempts),
@@ -62,14 +63,14 @@ def jobs_list(
 
 @jobs_app.command("show")
 def jobs_show(
-    job_id: Annotated[str, typer.Argument(help="The job's id.")],
+    job_id: JobRef,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show one job: its state, result and every attempt."""
 
     async def work(settings: Settings) -> tuple[Job, list[Attempt]]:
         async with open_backend(settings) as backend:
-            job = await backend.job(_job_id(job_id))
+            job = await backend.job(await resolve_job_id(backend, job_id))
             return job, await backend.attempts(job.job_id)
 
     job, attempts = run(work)
@@ -78,7 +79,9 @@ def jobs_show(
         return
     print_summary(job, console)
     for attempt in attempts:
-        error = f" {attempt.error['code']}: {attempt.error['message']}" if attempt.error else ""
+        # The job's own error is printed once, in the summary; an attempt shows only its own.
+        own = attempt.error if attempt.error != job.error else None
+        error = f" {own['code']}: {own['message']}" if own else ""
         console.print(
             f"attempt {attempt.attempt} on {attempt.worker_id}: {attempt.outcome}{error}",
             highlight=False,
@@ -86,26 +89,29 @@ def jobs_show(
 
 
 @jobs_app.command("cancel")
-def jobs_cancel(job_id: Annotated[str, typer.Argument(help="The job's id.")]) -> None:
+def jobs_cancel(job_id: JobRef) -> None:
     """Cancel a job: a pending one ends now, a running one is told to stop."""
 
     async def work(settings: Settings) -> Job:
         async with open_backend(settings) as backend:
-            return await backend.cancel(_job_id(job_id))
+            return await backend.cancel(await resolve_job_id(backend, job_id))
 
     job = run(work)
-    console.print("cancelled" if job.finished else "asked its worker to stop")
+    done = "cancelled" if job.finished else "asked its worker to stop"
+    console.print(f"job {job.job_id}: {done}", highlight=False)
 
 
 @jobs_app.command("follow")
-def jobs_follow(job_id: Annotated[str, typer.Argument(help="The job's id.")]) -> None:
-    """Print a job's progress as it happens, until it ends; exit 1 if it fails."""
+def jobs_follow(job_id: JobRef) -> None:
+    """Show a job's progress as it happens, until it ends; exit 1 if it fails."""
 
     async def work(settings: Settings) -> Job:
         async with open_backend(settings) as backend:
-            async for status, progress, message in backend.follow(_job_id(job_id)):
-                console.print(f"{status} {progress:3d}% {message}", highlight=False)
-            return await backend.job(_job_id(job_id))
+            found = await resolve_job_id(backend, job_id)
+            await show_progress(backend.follow(found), console)
+            return await backend.job(found)
 
-    if run(work).status == "failed":
+    job = run(work)
+    print_summary(job, console)
+    if job.status == "failed":
         raise typer.Exit(1)

@@ -5,11 +5,20 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
+from ronin.cli import views
 from ronin.cli.backend import open_backend
 from ronin.cli.common import as_json, console, run, schedules_app
-from ronin.cli.discover import Depth, Ports, Protocols, target_params
+from ronin.cli.discover import (
+    Concurrency,
+    Depth,
+    MdnsWindow,
+    Ports,
+    Protocols,
+    Rate,
+    target_params,
+)
+from ronin.cli.views import WHEN_WIDTH, folded, whole, wrapped
 from ronin.config import Settings
 from ronin.durations import parse_duration
 from ronin.store.job_models import Schedule
@@ -23,12 +32,23 @@ def schedules_add(
     depth: Depth = 1,
     port: Ports = None,
     protocol: Protocols = None,
+    rate: Rate = None,
+    concurrency: Concurrency = None,
+    mdns_window: MdnsWindow = None,
 ) -> None:
     """Discover TARGET every period, the first time now (workers create the jobs)."""
 
     async def work(settings: Settings) -> Schedule:
         interval = parse_duration(every, field="--every")
-        params = target_params(target, depth=depth, ports=port or [], protocols=protocol or [])
+        params = target_params(
+            target,
+            depth=depth,
+            ports=port or [],
+            protocols=protocol or [],
+            rate=rate,
+            concurrency=concurrency,
+            mdns_window_s=mdns_window,
+        )
         async with open_backend(settings) as backend:
             return await backend.add_schedule(name, params, round(interval.total_seconds()))
 
@@ -54,7 +74,16 @@ def schedules_list(
     if json_output or not console.is_terminal:
         print(as_json(schedules))
         return
-    table = Table("name", "target", "every", "next run", "id")
+    if not schedules:
+        console.print("no schedules")
+        return
+    table = views.table(
+        wrapped("name"),
+        folded("target"),
+        wrapped("every"),
+        wrapped("next run", min_width=WHEN_WIDTH),
+        whole("id"),
+    )
     for schedule in schedules:
         target = schedule.params.get("target", {})
         table.add_row(

@@ -17,6 +17,7 @@ import uvloop
 from ronin.api.app import create_app
 from ronin.api.state import NodeState
 from ronin.cli.common import app, error_console, run, service_map
+from ronin.cli.logs import log_at_info
 from ronin.config import Settings
 from ronin.discovery.executor import discovery_executor
 from ronin.discovery.params import KOS_PORT
@@ -72,21 +73,26 @@ def serve(
     workers: Annotated[
         int, typer.Option(min=0, max=256, help="Jobs this process runs at once (0: API only).")
     ] = 4,
+    access_log: Annotated[
+        bool, typer.Option(help="Log every HTTP request (one INFO line each).")
+    ] = False,
     executor: Annotated[
         str | None, typer.Option(hidden=True, help="module:attribute of a test executor.")
     ] = None,
 ) -> None:
     """Run the node: the HTTP API and a worker, until SIGTERM/SIGINT (a second one hurries).
 
-    Migrates the database on start. More workers on other machines: ronin worker.
+    Migrates the database on start. More workers on other machines: ronin worker. Logs each
+    job's start and end (and, with --access-log, each request) to stderr.
     """
+    log_at_info(*(["uvicorn.access"] if access_log else []))
 
     async def work(settings: Settings) -> None:
         check_bind(host, settings)
         if not settings.api_tokens:
             logger.warning("no RONIN_API_TOKENS: the API is open to anyone on this machine")
         async with await open_database(settings, migrate=True) as database:
-            await _serve(settings, database, host, port, workers, executor)
+            await _serve(settings, database, host, port, workers, executor, access_log)
 
     run(work, loop_factory=uvloop.new_event_loop)
 
@@ -98,6 +104,7 @@ async def _serve(
     port: int,
     workers: int,
     executor: str | None,
+    access_log: bool = False,
 ) -> None:
     api = create_app(settings, database)
     state: NodeState = api.state.node
@@ -109,7 +116,7 @@ async def _serve(
         http="httptools",
         lifespan="on",
         log_config=None,
-        access_log=False,
+        access_log=access_log,
         server_header=False,
         backlog=4096,
         # Longer than clients keep idle connections (httpx 5 s, browsers 15 s or more), so a

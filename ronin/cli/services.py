@@ -6,10 +6,11 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
+from ronin.cli import views
 from ronin.cli.backend import open_backend
 from ronin.cli.common import app, as_json, console, run
+from ronin.cli.views import WHEN_WIDTH, folded, wrapped
 from ronin.config import Settings
 from ronin.durations import parse_duration
 from ronin.store.models import Page, ServiceFilter
@@ -54,7 +55,14 @@ def services(
     if json_output or not console.is_terminal:
         print(as_json({"items": page.items, "next_cursor": page.next_cursor}))
         return
-    table = Table("service", "node", "class", "endpoint", "capabilities", "last seen")
+    table = views.table(
+        folded("service"),
+        folded("node"),
+        wrapped("class"),
+        folded("endpoint"),
+        wrapped("capabilities"),
+        wrapped("last seen", min_width=WHEN_WIDTH),
+    )
     for service in page.items:
         table.add_row(
             service.service_id,

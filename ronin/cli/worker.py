@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from ronin.cli.common import app, error_console, run, service_map
+from ronin.cli.common import app, run, service_map
+from ronin.cli.logs import log_at_info
 from ronin.config import Settings
 from ronin.discovery.executor import discovery_executor
 from ronin.jobs.executor import load_executor
@@ -24,7 +25,11 @@ def worker(
         str | None, typer.Option(hidden=True, help="module:attribute of a test executor.")
     ] = None,
 ) -> None:
-    """Run jobs from the shared queue until SIGTERM/SIGINT (a second one skips the grace)."""
+    """Run jobs from the shared queue until SIGTERM/SIGINT (a second one skips the grace).
+
+    Logs each job's start and end to stderr.
+    """
+    log_at_info()
 
     async def work(settings: Settings) -> None:
         run_job = load_executor(executor) if executor else discovery_executor(settings)
@@ -46,7 +51,6 @@ def worker(
 
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, on_signal)
-            error_console.print(f"worker {runner.worker_id}: {concurrency} slots", highlight=False)
             await runner.run(stop)
 
     run(work)

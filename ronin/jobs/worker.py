@@ -89,6 +89,17 @@ class _RunningJob:
         self.stop_reason: str | None = None
         self.executor_task: asyncio.Task[dict[str, Any] | None] | None = None
         self.lease_deadline = time.monotonic() + lease_s
+        self.claimed_at = time.monotonic()
+
+    def describe(self) -> str:
+        """``job <id> (<target>)``, for the log."""
+        target = self.job.params.get("target")
+        value = target.get("value") if isinstance(target, dict) else None
+        return f"job {self.job.job_id} ({value or 'no target'})"
+
+    def seconds(self) -> float:
+        """How long this attempt has run so far."""
+        return time.monotonic() - self.claimed_at
 
     def stop(self, reason: str) -> None:
         """Stop the executor; the first reason given is the one acted on."""
@@ -217,7 +228,13 @@ class Worker:
                 }
                 await self._finish(running, "failed", error=error)
                 return
-            logger.info("job %s: attempt %d on %s", job.job_id, job.attempt, self.worker_id)
+            logger.info(
+                "%s started: attempt %d of %d on %s",
+                running.describe(),
+                job.attempt,
+                job.max_attempts,
+                self.worker_id,
+            )
             context = JobContext(job, parse_params(job.params), self._store, self._services)
             running.executor_task = asyncio.create_task(
                 self._execute(context), name=f"executor {job.job_id}"
@@ -255,13 +272,17 @@ class Worker:
                         job, outcome="released", delay=timedelta(0), error=None
                     ),
                 )
+                logger.info(
+                    "%s handed back to the queue after %.1fs (this worker is stopping)",
+                    running.describe(),
+                    running.seconds(),
+                )
             else:
                 logger.warning("job %s: lease lost; another worker will take it", job.job_id)
             return
         error = task.exception()
         if error is None:
             await self._finish(running, "completed", result=context.result(task.result()))
-            logger.info("job %s completed", job.job_id)
         elif isinstance(error, LeaseLost):
             logger.warning("job %s: lease lost; another worker will take it", job.job_id)
         elif isinstance(error, TimeoutError):
@@ -286,6 +307,8 @@ class Worker:
         """The job's final write, batched with other jobs' and retried through outages."""
         item = Finish(running.job, status, result, error)
         await self._persist(running, lambda: self._finisher.finish(item))
+        why = f" ({error['code']}: {error['message']})" if error else ""
+        logger.info("%s ended %s%s after %.1fs", running.describe(), status, why, running.seconds())
 
     async def _fail_or_retry(
         self,
@@ -304,7 +327,6 @@ class Worker:
             final = {"code": code if permanent and code else "SCAN_FAILED", "message": message}
             if not permanent:
                 final["message"] = f"gave up after {job.attempt} attempts: {message}"
-            logger.warning("job %s failed: %s", job.job_id, final["message"])
             result = context.result(None) if context is not None else None
             await self._finish(running, "failed", error=final, result=result)
             return

@@ -216,7 +216,7 @@ class JobStore:
             elif status == "running":
                 await conn.execute(query("request_cancel"), {"job_id": job_id})
             else:
-                raise JobFinished(f"job {job_id} already ended {status}", field="job_id")
+                raise JobFinished(f"job {job_id} has already ended ({status})", field="job_id")
         return status
 
     async def get(self, job_id: uuid.UUID) -> Job:
@@ -228,6 +228,16 @@ class JobStore:
         if job is None:
             raise NotFound(f"no job {job_id}", field="job_id")
         return job
+
+    async def job_ids_between(
+        self, low: uuid.UUID, high: uuid.UUID, *, limit: int
+    ) -> list[uuid.UUID]:
+        """Up to ``limit`` job ids from ``low`` to ``high``: how a prefix of an id is found."""
+        async with self.connection() as conn:
+            cur = await conn.execute(
+                query("job_ids_in_range"), {"low": low, "high": high, "limit": limit}
+            )
+            return [row[0] for row in await cur.fetchall()]
 
     async def list_jobs(
         self, *, status: JobStatus | None = None, limit: int = 50, cursor: str | None = None

@@ -210,7 +210,7 @@ def test_an_operator_lists_shows_and_cancels_jobs(data_dir: Path) -> None:
 
     again = ronin("jobs", "cancel", job_id, **env)
     assert again.returncode == 1
-    assert "already ended failed" in again.stderr
+    assert "has already ended (failed)" in again.stderr
     followed = ronin("jobs", "follow", job_id, **env)
     assert followed.returncode == 1
     assert "failed" in followed.stdout

@@ -224,6 +224,14 @@ RETURNING pg_notify('ronin_job_cancel', job_id::text)
 -- One job with its queue state.
 SELECT * FROM discovery_jobs_with_state WHERE job_id = %(job_id)s
 
+-- name: job_ids_in_range
+-- The ids of jobs between two ids, in order: the jobs whose id starts with a prefix an
+-- operator typed (the prefix padded with 0s, then with fs). A walk of the primary key.
+SELECT job_id FROM discovery_jobs
+WHERE job_id BETWEEN %(low)s AND %(high)s
+ORDER BY job_id
+LIMIT %(limit)s
+
 -- name: list_jobs
 -- A keyset page of jobs, newest first, optionally of one status.
 SELECT * FROM discovery_jobs_with_state
