@@ -115,41 +115,55 @@ async def _open_ports_in_processes(
     block_size = BLOCK if pace is None else max(MIN_BLOCK, min(BLOCK, int(pace / 4)))
     loop = asyncio.get_running_loop()
     context = multiprocessing.get_context("spawn")  # no fork of a process with an event loop
-    with ProcessPoolExecutor(
+    pool = ProcessPoolExecutor(
         max_workers=processes, mp_context=context, initializer=die_with_parent
-    ) as pool:
-        running: set[asyncio.Future[tuple[tuple[int, int], list[int], dict[str, int]]]] = set()
-        try:
-            while True:
-                while len(running) < processes * 2 and (block := sweep.take_block(block_size)):
-                    running.add(
-                        loop.run_in_executor(
-                            pool,
-                            partial(
-                                sweep_block,
-                                str(sweep.network),
-                                sweep.ports,
-                                sweep.seed,
-                                block,
-                                timeout_s=connect_timeout_s,
-                                max_in_flight=share,
-                                per_second=pace,
-                            ),
-                        )
+    )
+    running: set[asyncio.Future[tuple[tuple[int, int], list[int], dict[str, int]]]] = set()
+    try:
+        while True:
+            while len(running) < processes * 2 and (block := sweep.take_block(block_size)):
+                running.add(
+                    loop.run_in_executor(
+                        pool,
+                        partial(
+                            sweep_block,
+                            str(sweep.network),
+                            sweep.ports,
+                            sweep.seed,
+                            block,
+                            timeout_s=connect_timeout_s,
+                            max_in_flight=share,
+                            per_second=pace,
+                        ),
                     )
-                if not running:
-                    return
-                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                for future in done:
-                    block, opened, closed = future.result()
-                    for reason, count in closed.items():
-                        on_closed(reason, count)
-                    for probe in sweep.block_done(block, opened, sum(closed.values())):
-                        yield probe
-        finally:
-            for future in running:
-                future.cancel()
-            pool.shutdown(wait=False, cancel_futures=True)
+                )
+            if not running:
+                return
+            done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for future in done:
+                block, opened, closed = future.result()
+                for reason, count in closed.items():
+                    on_closed(reason, count)
+                for probe in sweep.block_done(block, opened, sum(closed.values())):
+                    yield probe
+    finally:
+        for future in running:
+            future.cancel()
+        _stop(pool, abandon=bool(running))
+
+
+def _stop(pool: ProcessPoolExecutor, *, abandon: bool) -> None:
+    """Shut the sweep processes down; blocks still running when the sweep is abandoned (a
+    cancelled job, a lost lease) are killed, not awaited: at a slow rate one block is many
+    seconds of work, and the checkpoint repeats unfinished blocks anyway."""
+    if abandon:
+        terminate = getattr(pool, "terminate_workers", None)  # Python 3.14+
+        if terminate is not None:
+            terminate()
+        else:
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                process.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 async def _open_ports_in_loop(
