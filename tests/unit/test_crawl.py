@@ -150,7 +150,8 @@ def services_of(net: FakeNet, *hosts: str) -> set[str]:
     return {s["service_id"] for h in hosts for s in net.descriptors[origin(h)]["services"]}
 
 
-CHAIN = {"127.0.0.1": ["127.0.0.2"], "127.0.0.2": ["127.0.0.3"], "127.0.0.3": ["127.0.0.4"]}
+#: 1 -> 2 -> 3 -> 4: each level reaches one more node.
+CHAIN: dict[str, list[str]] = {f"127.0.0.{i}": [f"127.0.0.{i + 1}"] for i in range(1, 4)}
 CHAIN["127.0.0.4"] = []
 
 
