@@ -14,8 +14,8 @@ import asyncio
 import ipaddress
 import ssl
 import time
-import zlib
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,6 +26,7 @@ from dns.asyncresolver import Resolver
 from ronin import metrics
 from ronin.config import Peer
 from ronin.discovery import dns_sd, leads
+from ronin.discovery.crawl_state import CrawlState, Rank
 from ronin.discovery.descriptor import DESCRIPTOR_PATH, NodeDescriptor, base_url
 from ronin.discovery.hosts import ProbeUrl, UnsafeUrl, parse_probe_url
 from ronin.discovery.http_probe import (
@@ -39,7 +40,9 @@ from ronin.discovery.http_probe import (
 )
 from ronin.discovery.peer_maps import PeerMaps
 from ronin.discovery.policy import ScopePolicy
+from ronin.discovery.sightings import observe
 from ronin.discovery.sweep import RateLimit, open_ports
+from ronin.discovery.sweep_stage import OpenPorts, SweepStage, new_sweep
 from ronin.discovery.targets import Probe, Sweep
 from ronin.jobs.context import JobContext
 from ronin.jobs.executor import ScanFailed
@@ -50,15 +53,13 @@ DEFAULT_RATE = 1000.0
 MAX_PEER_PROBES = 10_000
 FLUSH_INTERVAL_S = 0.5
 FLUSH_SIZE = 500
-REPORT_INTERVAL_S = 0.5
 MAX_REPORTED_MISMATCHES = 100
 #: The phases of a level in probe order (the second part of a probe's rank): mDNS instances
 #: before the target's own probes (its sweep, or the nodes a domain or DID names).
 MDNS_PHASE, TARGET_PHASE = 0, 1
 
-#: Where a probe comes in its job's probe order: (level, phase, position), compared as a
-#: tuple. Of two nodes claiming one service_id in a job, the earlier-ranked owns it.
-Rank = tuple[int, int, int]
+#: How a crawl fetches one descriptor, given its URL: a fetched descriptor or why not.
+FetchDescriptor = Callable[[str], Awaitable[Fetched | Failed]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,37 +78,21 @@ class DiscoveryOptions:
     dns: Resolver | None = None
     #: The interface addresses mDNS uses (RONIN_MDNS_INTERFACES); empty: every interface.
     mdns_interfaces: tuple[str, ...] = ()
+    #: How descriptors are fetched; None: ``fetch_descriptor`` over the job's scoped session.
+    fetch: FetchDescriptor | None = None
+    #: Where a network sweep's open ports come from: connects, unless a test fakes them.
+    open_ports: OpenPorts = open_ports
 
 
 class Crawl:
-    """One attempt of one discovery job."""
+    """One attempt of one discovery job: its levels, in order, over a ``CrawlState``."""
 
     def __init__(self, context: JobContext, options: DiscoveryOptions) -> None:
         self.context = context
         self.options = options
         self.params = context.params
-        resume = context.resume or {}
-        self.level: int = resume.get("level", 1)
-        self.frontier: list[str] = list(resume.get("frontier", []))
-        self.next_frontier: list[str] = list(resume.get("next_frontier", []))
-        #: The rank of each URL of the frontier not yet probed, fixed when its level began.
-        self.ranks: dict[str, Rank] = {
-            url: (int(rank[0]), int(rank[1]), int(rank[2]))
-            for url, rank in resume.get("ranks", {}).items()
-        }
-        self.visited: set[str] = set(resume.get("visited", []))
-        self.stats: dict[str, int] = {"hosts_probed": 0, "nodes": 0} | resume.get("stats", {})
-        #: The DID each node (by ``_node_key``) was reached through: its descriptor must say
-        #: it is that node, or it is a mismatch (PROTOCOL.md section 4).
-        self.expected: dict[str, str] = dict(resume.get("expected", {}))
-        self.mismatches: list[dict[str, str]] = list(resume.get("mismatches", []))
-        #: How a level-1 node was found, where not by the job's own kind of target (a domain's
-        #: SRV records), and its descriptor path where a TXT record says it is not the usual.
-        self.methods: dict[str, str] = dict(resume.get("methods", {}))
-        self.paths: dict[str, str] = dict(resume.get("paths", {}))
-        self.mdns_done: bool = resume.get("mdns_done", False)
+        self.state = CrawlState.from_checkpoint(context.resume)
         self.sweep: Sweep | None = None
-        self._sweep_checkpoint: dict[str, Any] | None = resume.get("sweep")
         self._pending: list[Sighting] = []
         self._last_flush = time.monotonic()
         self._rate = RateLimit(options.rate)
@@ -138,19 +123,35 @@ class Crawl:
         ):
             self.session = session
             self.peer_maps = peer_maps
-            while self.level <= self.params.depth:
-                if self.level == 1:
-                    await self._first_level()
-                else:
-                    await self._peer_level()
-                if not self.next_frontier:
-                    break
-                self.level += 1
-                self.frontier, self.next_frontier = self.next_frontier, []
-                await self._report(force=True)
+            self._fetch = self.options.fetch or self._fetch_over(session)
+            await self._levels()
         await self._flush()
         await self._report(force=True, message="done")
-        return {"stats": self.stats, "mismatches": self.mismatches}
+        return {"stats": self.state.stats, "mismatches": self.state.mismatches}
+
+    async def _levels(self) -> None:
+        """Level 1, then each level of peers, up to the job's depth or until none are new."""
+        state = self.state
+        while state.level <= self.params.depth:
+            if state.level == 1:
+                await self._first_level()
+            else:
+                await self._peer_level()
+            if not state.next_frontier:
+                break
+            state.level += 1
+            state.frontier, state.next_frontier = state.next_frontier, []
+            await self._report(force=True)
+
+    def _fetch_over(self, session: aiohttp.ClientSession) -> FetchDescriptor:
+        """The real probe: ``fetch_descriptor`` within the scope policy and time bound."""
+
+        async def fetch(url: str) -> Fetched | Failed:
+            return await fetch_descriptor(
+                session, url, self.options.policy, total_timeout_s=self.options.total_timeout_s
+            )
+
+        return fetch
 
     def _supports(self, protocol: str) -> bool:
         """http-api and mdns apply to every target, dns-sd to domains (PROTOCOL.md 3)."""
@@ -164,18 +165,19 @@ class Crawl:
             self.options.policy.check_target(ipaddress.ip_network(self.params.target))
 
     async def _first_level(self) -> None:
-        if "mdns" in self.params.protocols and not self.mdns_done:
-            if not self.frontier:
-                self.frontier = await self._mdns_urls()
+        state = self.state
+        if "mdns" in self.params.protocols and not state.mdns_done:
+            if not state.frontier:
+                state.frontier = await self._mdns_urls()
             await self._peer_level(MDNS_PHASE)
-            self.mdns_done = True
-            self.frontier = []
+            state.mdns_done = True
+            state.frontier = []
         if self.params.target_type == "network_cidr":
             if "http-api" in self.params.protocols:
                 await self._sweep_network()
             return
-        if self.level == 1 and not self.frontier:
-            self.frontier = await self._initial_urls()
+        if state.level == 1 and not state.frontier:
+            state.frontier = await self._initial_urls()
         await self._peer_level(TARGET_PHASE)
 
     async def _mdns_urls(self) -> list[str]:
@@ -214,83 +216,56 @@ class Crawl:
         if not urls:
             raise ScanFailed(f"neither this node's map nor its peers' know {target}")
         for url in urls:
-            self.expected[_node_key(url)] = target
+            self.state.expected[_node_key(url)] = target
         return urls
 
     def _follow(self, found: leads.Leads) -> list[str]:
         """Count what could not be followed; remember how each lead was found; its URLs."""
+        state = self.state
         for reason in found.failures:
             self._failed(reason)
         urls = []
         for lead in found.found:
             key = _node_key(lead.url)
-            if key in self.methods or key in self.visited:
+            if key in state.methods or key in state.visited:
                 continue  # one node, found twice
-            self.methods[key] = lead.method
+            state.methods[key] = lead.method
             if lead.path != DESCRIPTOR_PATH:
-                self.paths[key] = lead.path
+                state.paths[key] = lead.path
             if lead.expected_node_id is not None:
-                self.expected[key] = lead.expected_node_id
+                state.expected[key] = lead.expected_node_id
             urls.append(lead.url)
         return urls
 
     async def _sweep_network(self) -> None:
         network = ipaddress.ip_network(self.params.target)
-        seed = zlib.crc32(self.context.job_id.bytes)
-        self.sweep = Sweep(network, self.params.ports, seed)
-        if self._sweep_checkpoint:
-            self.sweep.resume(self._sweep_checkpoint)
-        fetches: set[asyncio.Task[None]] = set()
-        slots = asyncio.Semaphore(self.options.concurrency)
+        self.sweep = new_sweep(network, self.params.ports, self.context.job_id, self.state.sweep)
+        stage = SweepStage(
+            self.sweep,
+            self.options.open_ports,
+            concurrency=self.options.concurrency,
+            rate=self._rate,
+            connect_timeout_s=self.options.connect_timeout_s,
+        )
+        await stage.run(on_open=self._probe_swept, on_closed=self._closed, report=self._report)
+        self.state.sweep = None
 
-        def closed(reason: str, count: int) -> None:
-            self.stats["hosts_probed"] += count
-            self.stats[f"closed_{reason}"] = self.stats.get(f"closed_{reason}", 0) + count
+    def _closed(self, reason: str, count: int) -> None:
+        """Count swept ports that did not open, by reason."""
+        stats = self.state.stats
+        stats["hosts_probed"] += count
+        stats[f"closed_{reason}"] = stats.get(f"closed_{reason}", 0) + count
 
-        async def fetch(probe: Probe) -> None:
-            try:
-                url = base_url(probe.address, probe.port)
-                if _node_key(url) not in self.visited:  # an mDNS instance already probed
-                    rank = (1, TARGET_PHASE, probe.position)  # the seeded walk's order
-                    await self._probe(url, discovery_method="http_probe", rank=rank)
-            finally:
-                assert self.sweep is not None
-                self.sweep.finished(probe)
-                slots.release()
-
-        # Progress (and the checkpoint) on a clock, not per node found: a range where nothing
-        # answers must still record how far it got.
-        ticker = asyncio.create_task(self._report_every(REPORT_INTERVAL_S), name="progress")
-        try:
-            async for probe in open_ports(
-                self.sweep,
-                concurrency=self.options.concurrency,
-                rate=self._rate,
-                connect_timeout_s=self.options.connect_timeout_s,
-                on_closed=closed,
-            ):
-                if ticker.done():
-                    ticker.result()  # a lost lease stops the sweep here
-                await slots.acquire()
-                task = asyncio.create_task(fetch(probe))
-                fetches.add(task)
-                task.add_done_callback(fetches.discard)
-            if fetches:
-                await asyncio.gather(*fetches)
-        finally:
-            ticker.cancel()
-            await asyncio.gather(ticker, return_exceptions=True)
-            for task in fetches:
-                task.cancel()
-        self._sweep_checkpoint = None
-
-    async def _report_every(self, interval_s: float) -> None:
-        while True:
-            await asyncio.sleep(interval_s)
-            await self._report()
+    async def _probe_swept(self, probe: Probe) -> None:
+        """Fetch the descriptor behind an open port the sweep found."""
+        url = base_url(probe.address, probe.port)
+        if _node_key(url) not in self.state.visited:  # an mDNS instance already probed
+            rank = (1, TARGET_PHASE, probe.position)  # the seeded walk's order
+            await self._probe(url, discovery_method="http_probe", rank=rank)
 
     async def _peer_level(self, phase: int = MDNS_PHASE) -> None:
-        if self.level > 1:
+        state = self.state
+        if state.level > 1:
             method = "peer_referral"
         else:
             method = "did_resolution" if self.params.target_type == "did" else "http_probe"
@@ -300,108 +275,97 @@ class Crawl:
         async def one(url: str) -> None:
             async with slots:
                 await self._rate.wait()
-                await self._probe(url, discovery_method=method, rank=self.ranks[url])
-                self.frontier.remove(url)
-                del self.ranks[url]
+                await self._probe(url, discovery_method=method, rank=state.ranks[url])
+                state.frontier.remove(url)
+                del state.ranks[url]
                 await self._report()
 
-        await asyncio.gather(*(one(url) for url in list(self.frontier)))
+        await asyncio.gather(*(one(url) for url in list(state.frontier)))
 
     def _rank_frontier(self, phase: int) -> None:
         """Put the level's frontier in its probe order, sorted, so that the order (and the
         rank each probe's sightings carry) does not depend on which peer answered first; a
         resumed level keeps the ranks its checkpoint saved."""
-        if all(url in self.ranks for url in self.frontier):
+        state = self.state
+        if all(url in state.ranks for url in state.frontier):
             return
-        self.frontier = sorted(set(self.frontier))
-        self.ranks = {url: (self.level, phase, i) for i, url in enumerate(self.frontier)}
+        state.frontier = sorted(set(state.frontier))
+        state.ranks = {url: (state.level, phase, i) for i, url in enumerate(state.frontier)}
 
     async def _probe(self, url: str, *, discovery_method: str, rank: Rank) -> None:
         """Fetch one node's descriptor and record its services; a failure is counted."""
-        self.stats["hosts_probed"] += 1
+        state = self.state
+        state.stats["hosts_probed"] += 1
         key = _node_key(url)
-        self.visited.add(key)
-        discovery_method = self.methods.get(key, discovery_method)
+        state.visited.add(key)
+        discovery_method = state.methods.get(key, discovery_method)
         with metrics.PROBE_SECONDS.time():
-            result = await fetch_descriptor(
-                self.session,
-                descriptor_url(url, self.paths.get(key, DESCRIPTOR_PATH)),
-                self.options.policy,
-                total_timeout_s=self.options.total_timeout_s,
-            )
+            result = await self._fetch(descriptor_url(url, state.paths.get(key, DESCRIPTOR_PATH)))
         if isinstance(result, Failed):
             self._failed(result.reason)
             return
-        expected = self.expected.get(_node_key(url))
-        if expected is not None and result.descriptor.node_id != expected:
-            self._failed("node_id_mismatch")
-            if len(self.mismatches) < MAX_REPORTED_MISMATCHES:
-                self.mismatches.append(
-                    {"did": expected, "node_id": result.descriptor.node_id, "url": result.url}
-                )
+        if self._mismatched(key, result):
             return
         metrics.probe_succeeded()
-        self.stats["nodes"] += 1
-        self._add_sightings(result, discovery_method, rank)
-        for _, reason in result.descriptor.skipped:
-            self.context.probe_failed(f"skipped:{reason}")
-        if self.level < self.params.depth:
+        state.stats["nodes"] += 1
+        observed = observe(
+            result,
+            discovery_method=discovery_method,
+            job_id=self.context.job_id,
+            rank=rank,
+            seen_at=datetime.now(UTC),
+        )
+        self._pending.extend(observed.sightings)
+        for reason in observed.skipped:
+            self.context.probe_failed(reason)
+        if state.level < self.params.depth:
             await self._queue_peers(result.descriptor)
         await self._flush_if_due()
+
+    def _mismatched(self, key: str, fetched: Fetched) -> bool:
+        """True (and counted) when the node was reached through a DID it does not claim."""
+        expected = self.state.expected.get(key)
+        if expected is None or fetched.descriptor.node_id == expected:
+            return False
+        self._failed("node_id_mismatch")
+        if len(self.state.mismatches) < MAX_REPORTED_MISMATCHES:
+            self.state.mismatches.append(
+                {"did": expected, "node_id": fetched.descriptor.node_id, "url": fetched.url}
+            )
+        return True
 
     def _failed(self, reason: str) -> None:
         self.context.probe_failed(reason)
         metrics.probe_failed(reason)
 
-    def _add_sightings(self, fetched: Fetched, discovery_method: str, rank: Rank) -> None:
-        node, now = fetched.descriptor, datetime.now(UTC)
-        for service in node.services:
-            metadata: dict[str, Any] = {
-                "discovery_method": discovery_method,
-                "response_time_ms": fetched.response_time_ms,
-                "job_id": str(self.context.job_id),
-                "protocols": list(service.protocols),
-                "descriptor_url": fetched.url,
-            }
-            if node.hieros_compliance is not None:
-                metadata["hieros_compliance"] = node.hieros_compliance
-            self._pending.append(
-                Sighting(
-                    service_id=service.service_id,
-                    node_id=node.node_id,
-                    node_class=node.node_class,
-                    endpoint=service.endpoint,
-                    capabilities=service.capabilities,
-                    seen_at=now,
-                    metadata=metadata,
-                    job_id=str(self.context.job_id),
-                    rank=rank,
-                )
-            )
-
     async def _queue_peers(self, node: NodeDescriptor) -> None:
         for peer in node.peers:
             urls = await self._known_endpoints(peer) if peer.startswith("did:") else [peer]
             for url in urls:
-                try:
-                    target = parse_probe_url(url)
-                except UnsafeUrl as exc:
-                    self.context.probe_failed(f"peer_{exc.reason}")
-                    continue
-                key = target.origin
-                if peer.startswith("did:"):
-                    self.expected.setdefault(key, peer)
-                if key in self.visited or self._swept(target):
-                    continue
-                if target.address is not None and not self.options.policy.allows(target.address):
-                    self.context.probe_failed("peer_out_of_scope")
-                    self.visited.add(key)
-                    continue
-                if len(self.visited) >= MAX_PEER_PROBES:
-                    self.context.probe_failed("peer_limit")
-                    continue
-                self.visited.add(key)
-                self.next_frontier.append(key)
+                self._queue_peer(peer, url)
+
+    def _queue_peer(self, peer: str, url: str) -> None:
+        """Queue one URL of a peer for the next level, unless it is refused or known."""
+        state = self.state
+        try:
+            target = parse_probe_url(url)
+        except UnsafeUrl as exc:
+            self.context.probe_failed(f"peer_{exc.reason}")
+            return
+        key = target.origin
+        if peer.startswith("did:"):
+            state.expected.setdefault(key, peer)
+        if key in state.visited or self._swept(target):
+            return
+        if target.address is not None and not self.options.policy.allows(target.address):
+            self.context.probe_failed("peer_out_of_scope")
+            state.visited.add(key)
+            return
+        if len(state.visited) >= MAX_PEER_PROBES:
+            self.context.probe_failed("peer_limit")
+            return
+        state.visited.add(key)
+        state.next_frontier.append(key)
 
     async def _known_endpoints(self, did: str) -> list[str]:
         """A did:kos node's endpoints, from this node's map and its peers' (PROTOCOL.md
@@ -443,12 +407,11 @@ class Crawl:
 
     async def _report(self, *, force: bool = False, message: str | None = None) -> None:
         """Progress, with the checkpoint a re-claimed attempt resumes from."""
-        depth = self.params.depth
-        within = self.sweep.fraction_done if self.sweep and self.level == 1 else 0.0
-        percent = int(100 * ((self.level - 1) + within) / depth) if message != "done" else 100
+        depth, level, stats = self.params.depth, self.state.level, self.state.stats
+        within = self.sweep.fraction_done if self.sweep and level == 1 else 0.0
+        percent = int(100 * ((level - 1) + within) / depth) if message != "done" else 100
         text = message or (
-            f"level {self.level}/{depth}: {self.stats['hosts_probed']} probed, "
-            f"{self.stats['nodes']} nodes"
+            f"level {level}/{depth}: {stats['hosts_probed']} probed, {stats['nodes']} nodes"
         )
         if not (force or self.context.progress_due()):
             return
@@ -462,20 +425,9 @@ class Crawl:
         )
 
     def _checkpoint(self) -> dict[str, Any]:
-        return {
-            "level": self.level,
-            "sweep": self.sweep.checkpoint() if self.sweep and self.level == 1 else None,
-            "frontier": self.frontier,
-            "next_frontier": self.next_frontier,
-            "ranks": self.ranks,
-            "visited": sorted(self.visited),
-            "stats": self.stats,
-            "expected": self.expected,
-            "mismatches": self.mismatches,
-            "methods": self.methods,
-            "paths": self.paths,
-            "mdns_done": self.mdns_done,
-        }
+        """The state, with where level 1's sweep stands now (none past level 1)."""
+        live = self.sweep.checkpoint() if self.sweep and self.state.level == 1 else None
+        return replace(self.state, sweep=live).to_checkpoint()
 
 
 def _node_key(url: str) -> str:
