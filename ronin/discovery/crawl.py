@@ -94,6 +94,9 @@ class Crawl:
         self.state = CrawlState.from_checkpoint(context.resume)
         self.sweep: Sweep | None = None
         self._pending: list[Sighting] = []
+        #: Nodes behind swept open ports whose fetch is under way: the sweep's checkpoint
+        #: repeats them, so a checkpoint must not count them visited (or probed) yet.
+        self._sweeping: set[str] = set()
         self._last_flush = time.monotonic()
         self._rate = RateLimit(options.rate)
 
@@ -259,9 +262,15 @@ class Crawl:
     async def _probe_swept(self, probe: Probe) -> None:
         """Fetch the descriptor behind an open port the sweep found."""
         url = base_url(probe.address, probe.port)
-        if _node_key(url) not in self.state.visited:  # an mDNS instance already probed
-            rank = (1, TARGET_PHASE, probe.position)  # the seeded walk's order
+        key = _node_key(url)
+        if key in self.state.visited:  # an mDNS instance already probed
+            return
+        rank = (1, TARGET_PHASE, probe.position)  # the seeded walk's order
+        self._sweeping.add(key)
+        try:
             await self._probe(url, discovery_method="http_probe", rank=rank)
+        finally:
+            self._sweeping.discard(key)
 
     async def _peer_level(self, phase: int = MDNS_PHASE) -> None:
         state = self.state
@@ -426,8 +435,16 @@ class Crawl:
 
     def _checkpoint(self) -> dict[str, Any]:
         """The state, with where level 1's sweep stands now (none past level 1)."""
-        live = self.sweep.checkpoint() if self.sweep and self.state.level == 1 else None
-        return replace(self.state, sweep=live).to_checkpoint()
+        state = self.state
+        if not (self.sweep and state.level == 1):
+            return replace(state, sweep=None).to_checkpoint()
+        stats = state.stats | {"hosts_probed": state.stats["hosts_probed"] - len(self._sweeping)}
+        return replace(
+            state,
+            sweep=self.sweep.checkpoint(),
+            visited=state.visited - self._sweeping,
+            stats=stats,
+        ).to_checkpoint()
 
 
 def _node_key(url: str) -> str:

@@ -3,6 +3,7 @@ against a fake job and fake probes (no database, no sockets)."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import uuid
@@ -412,3 +413,42 @@ async def test_left_out_entries_are_counted_in_the_job() -> None:
     await crawl(job, net)
     assert sum(n for r, n in job.failures.items() if r.startswith("skipped:")) == 2
     assert job.recorded == []
+
+
+async def test_a_checkpoint_taken_while_a_swept_node_is_fetched_repeats_that_fetch() -> None:
+    """A node whose fetch is under way is neither visited nor probed in the checkpoint: a
+    resumed attempt fetches it again instead of skipping it as already probed."""
+    descriptors = graph({"127.0.0.1": [], "127.0.0.2": []})
+    net = FakeNet(descriptors)
+    fetching, release = asyncio.Event(), asyncio.Event()
+    plain_fetch = net.fetch
+
+    async def slow_fetch(url: str) -> Fetched | Failed:
+        if parse_probe_url(url).origin == origin("127.0.0.2"):
+            fetching.set()
+            await release.wait()
+        return await plain_fetch(url)
+
+    net.fetch = slow_fetch  # type: ignore[method-assign]
+    job = FakeJob(params("127.0.0.0/29", 1))
+    options = DiscoveryOptions(
+        policy=ScopePolicy.default(),
+        concurrency=4,
+        rate=None,
+        fetch=net.fetch,
+        open_ports=net.open_ports(),
+    )
+    crawler = Crawl(cast(Any, job), options)
+    running = asyncio.create_task(crawler.run())
+    await fetching.wait()
+    checkpoint = json.loads(json.dumps(crawler._checkpoint()))
+    release.set()
+    whole = await running
+
+    assert origin("127.0.0.2") not in checkpoint["visited"]
+    again = FakeNet(descriptors)
+    rerun = FakeJob(params("127.0.0.0/29", 1), resume=checkpoint)
+    result = await crawl(rerun, again)
+    assert again.calls[origin("127.0.0.2")] == 1
+    assert services_of(net, "127.0.0.2") <= rerun.service_ids()
+    assert result["stats"] == whole["stats"]  # each address counted once, both nodes found
