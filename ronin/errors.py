@@ -17,13 +17,26 @@ HTTP status an API answer would use, so every layer reports a failure the same w
     +-- NotFound                no such job, service or schedule
     +-- JobFinished             the job already ended
     +-- AlreadyExists           a schedule name already taken
+    +-- ScanFailed              the discovery cannot succeed (permanent)
+    +-- JobTimedOut             the job ran longer than its timeout (permanent)
+    +-- JobCancelled            an operator cancelled the job
+    +-- TransientFailure        an unexpected failure of one attempt; the job retries
+    +-- Interrupted             the command was interrupted before its job ended
+    +-- BindFailed              the API could not listen on the address asked for
+    +-- RemoteError             an error answer from a remote node, with the code it gave
+    +-- RemoteUnreachable       the remote node at RONIN_URL could not be reached
     +-- DatabaseError           the database could not be reached or answered with an error
         +-- DatabaseUnreachable no connection could be opened to the server
         +-- SchemaOutOfDate     the schema is older than this Ronin; names the command that fixes it
         +-- EmbeddedServerError the embedded PostgreSQL could not be started
+
+A class says whether a job failing with it is ``permanent`` (no retry can fix it) and gives
+the ``{"code", "message"}`` payload a job's error is stored as (``to_payload``).
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 
 class RoninError(Exception):
@@ -31,6 +44,8 @@ class RoninError(Exception):
 
     code = "RONIN_ERROR"
     http_status = 500
+    #: A job failing with this error fails at once: retrying cannot fix it.
+    permanent: ClassVar[bool] = False
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
@@ -43,6 +58,10 @@ class RoninError(Exception):
         if self.field is not None:
             body["field"] = self.field
         return body
+
+    def to_payload(self) -> dict[str, str]:
+        """The error as a job stores it: ``{"code", "message"}``."""
+        return {"code": self.code, "message": self.message}
 
 
 class InvalidValue(RoninError):
@@ -104,6 +123,7 @@ class InvalidTarget(InvalidValue):
     """Job parameters that break PROTOCOL.md section 5; ``field`` names the culprit."""
 
     code = "INVALID_TARGET"
+    permanent = True
 
 
 class ForbiddenTarget(RoninError):
@@ -111,6 +131,7 @@ class ForbiddenTarget(RoninError):
 
     code = "FORBIDDEN_TARGET"
     http_status = 403
+    permanent = True
 
 
 class NotFound(RoninError):
@@ -167,3 +188,81 @@ class AlreadyExists(RoninError):
 
     code = "ALREADY_EXISTS"
     http_status = 409
+
+
+class ScanFailed(RoninError):
+    """The discovery itself cannot succeed; retrying would not help."""
+
+    code = "SCAN_FAILED"
+    permanent = True
+
+    @classmethod
+    def gave_up(cls, attempts: int, why: str | None = None) -> ScanFailed:
+        """A job that failed (or was claimed) more times than it may be attempted."""
+        reason = f": {why}" if why else ""
+        return cls(f"gave up after {attempts} attempts{reason}")
+
+
+class JobTimedOut(RoninError):
+    """The job ran longer than the worker's job timeout."""
+
+    code = "TIMEOUT"
+    permanent = True
+
+    def __init__(self, timeout: object) -> None:
+        super().__init__(f"the job ran longer than {timeout}")
+
+
+class JobCancelled(RoninError):
+    """An operator cancelled the job."""
+
+    code = "CANCELLED"
+    permanent = True
+
+    def __init__(self, message: str = "cancelled by an operator") -> None:
+        super().__init__(message)
+
+
+class TransientFailure(RoninError):
+    """An attempt failed with something other than a Ronin error; the job retries."""
+
+    code = "TRANSIENT"
+
+    @classmethod
+    def of(cls, error: BaseException) -> RoninError:
+        """``error`` itself if it is a Ronin error, else it wrapped."""
+        return error if isinstance(error, RoninError) else cls(repr(error))
+
+
+class Interrupted(RoninError):
+    """The command was interrupted before the job ended; the message says where it is."""
+
+    code = "INTERRUPTED"
+
+
+class BindFailed(RoninError):
+    """The API could not listen on the address asked for."""
+
+    code = "BIND_FAILED"
+
+
+class RemoteError(RoninError):
+    """An error answer from a remote node, with the code it gave."""
+
+    def __init__(self, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.code = code
+
+
+class RemoteUnreachable(RoninError):
+    """The remote node (``RONIN_URL``) could not be reached: a network failure, not the
+    database's."""
+
+    code = "REMOTE_UNREACHABLE"
+    http_status = 503
+
+    def __init__(self, url: str, reason: str, *, lost: bool = False) -> None:
+        verb = "Lost the connection to" if lost else "Could not reach"
+        super().__init__(f"{verb} the node at {url} (RONIN_URL): {reason}")
+        self.url = url
+        self.reason = reason

@@ -22,10 +22,10 @@ from pydantic import TypeAdapter, ValidationError
 from ronin.api.wire import ATTEMPTS, JOB, JOB_PAGE, SCHEDULE, SCHEDULES, SERVICE_PAGE
 from ronin.config import Settings
 from ronin.discovery.policy import ScopePolicy
-from ronin.errors import DatabaseError, InvalidValue, NotFound, RoninError
+from ronin.errors import InvalidValue, NotFound, RemoteError, RemoteUnreachable
 from ronin.jobs.follow import JobEvents, follow_job
 from ronin.jobs.submit import add_schedule, submit_job
-from ronin.store.database import Database, open_database
+from ronin.store.database import Database, one_line, open_database
 from ronin.store.job_models import Attempt, Job, JobPage, JobStatus, Schedule
 from ronin.store.jobs import MAX_JOB_PAGE, JobStore
 from ronin.store.models import Page, ServiceFilter
@@ -158,14 +158,6 @@ class LocalBackend:
         await self._jobs.remove_schedule(ref)
 
 
-class RemoteError(RoninError):
-    """An error answer from a remote node, with the code it gave."""
-
-    def __init__(self, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(message, field=field)
-        self.code = code
-
-
 class RemoteBackend:
     """Another node's API, over HTTP."""
 
@@ -188,7 +180,7 @@ class RemoteBackend:
         try:
             answer = await self._client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise DatabaseError(f"cannot reach the node at {self._url}: {exc}") from exc
+            raise RemoteUnreachable(self._url, one_line(exc)) from exc
         if answer.is_error:
             raise _remote_error(answer)
         return answer.content
@@ -240,7 +232,7 @@ class RemoteBackend:
                     status = str(payload.get("status", ""))
                     yield status, int(payload.get("progress", 100)), str(payload.get("message", ""))
         except httpx.HTTPError as exc:
-            raise DatabaseError(f"lost the node at {self._url}: {exc}") from exc
+            raise RemoteUnreachable(self._url, one_line(exc), lost=True) from exc
 
     async def services(self, where: ServiceFilter, limit: int, cursor: str | None) -> Page:
         params = _params(

@@ -28,7 +28,6 @@ from ronin.cli.common import app, console, error_console, fail, run
 from ronin.cli.views import Update, show_progress
 from ronin.config import Settings
 from ronin.discovery.crawl import DEFAULT_CONCURRENCY, DEFAULT_RATE
-from ronin.discovery.executor import discovery_executor
 from ronin.discovery.params import (
     DEFAULT_MDNS_WINDOW_S,
     DEFAULT_PROTOCOLS,
@@ -38,7 +37,8 @@ from ronin.discovery.params import (
     target_from_text,
 )
 from ronin.discovery.policy import ScopePolicy
-from ronin.errors import JobFinished, RoninError
+from ronin.errors import Interrupted, JobFinished, RoninError
+from ronin.jobs.discovery_executor import discovery_executor
 from ronin.jobs.follow import JobEvents, follow_job
 from ronin.jobs.submit import submit_job
 from ronin.jobs.worker import Worker, WorkerOptions
@@ -48,12 +48,6 @@ from ronin.store.jobs import JobStore
 from ronin.store.services import ServiceMap
 
 PROMPT_TIMEOUT_S = 15.0
-
-
-class Interrupted(RoninError):
-    """The command was interrupted before the job ended; the message says where it is."""
-
-    code = "INTERRUPTED"
 
 
 def target_params(

@@ -19,9 +19,9 @@ from ronin.api.state import NodeState
 from ronin.cli.common import app, error_console, run, service_map
 from ronin.cli.logs import log_at_info
 from ronin.config import Settings
-from ronin.discovery.executor import discovery_executor
 from ronin.discovery.params import KOS_PORT
-from ronin.errors import InvalidValue, RoninError
+from ronin.errors import BindFailed, InvalidValue
+from ronin.jobs.discovery_executor import discovery_executor
 from ronin.jobs.executor import load_executor
 from ronin.jobs.worker import Worker, WorkerOptions
 from ronin.store.database import Database, open_database, open_pool
@@ -30,12 +30,6 @@ from ronin.store.jobs import JobStore
 logger = logging.getLogger(__name__)
 STARTUP_POLL_S = 0.05
 KEEP_ALIVE_S = 30
-
-
-class BindFailed(RoninError):
-    """The API could not listen on the address asked for."""
-
-    code = "BIND_FAILED"
 
 
 class _Server(uvicorn.Server):

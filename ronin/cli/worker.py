@@ -11,7 +11,7 @@ import typer
 from ronin.cli.common import app, run, service_map
 from ronin.cli.logs import log_at_info
 from ronin.config import Settings
-from ronin.discovery.executor import discovery_executor
+from ronin.jobs.discovery_executor import discovery_executor
 from ronin.jobs.executor import load_executor
 from ronin.jobs.worker import Worker, WorkerOptions
 from ronin.store.database import open_database

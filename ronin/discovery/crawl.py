@@ -38,14 +38,14 @@ from ronin.discovery.http_probe import (
     fetch_descriptor,
     new_session,
 )
+from ronin.discovery.job import DiscoveryJob
 from ronin.discovery.peer_maps import PeerMaps
 from ronin.discovery.policy import ScopePolicy
 from ronin.discovery.sightings import observe
 from ronin.discovery.sweep import RateLimit, open_ports
 from ronin.discovery.sweep_stage import OpenPorts, SweepStage, new_sweep
 from ronin.discovery.targets import Probe, Sweep
-from ronin.jobs.context import JobContext
-from ronin.jobs.executor import ScanFailed
+from ronin.errors import ScanFailed
 from ronin.store.models import ServiceFilter, Sighting
 
 DEFAULT_CONCURRENCY = 256
@@ -87,7 +87,7 @@ class DiscoveryOptions:
 class Crawl:
     """One attempt of one discovery job: its levels, in order, over a ``CrawlState``."""
 
-    def __init__(self, context: JobContext, options: DiscoveryOptions) -> None:
+    def __init__(self, context: DiscoveryJob, options: DiscoveryOptions) -> None:
         self.context = context
         self.options = options
         self.params = context.params
@@ -460,7 +460,7 @@ def _is_http(url: str) -> bool:
     return urlsplit(url).scheme in ("http", "https")
 
 
-async def run_discovery(context: JobContext, options: DiscoveryOptions) -> dict[str, Any]:
+async def run_discovery(context: DiscoveryJob, options: DiscoveryOptions) -> dict[str, Any]:
     """The discovery executor's body: one attempt of one job."""
     try:
         return await Crawl(context, options).run()

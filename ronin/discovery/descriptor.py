@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from ronin.kos import CANONICAL_CLASSES as CANONICAL_CLASSES
+
 DESCRIPTOR_PATH = "/.well-known/kos-node"
 #: A descriptor path a TXT record gives (PROTOCOL.md section 3) is used only if it is this short
 #: and made of RFC 3986 path characters: no "//" start (that would name another host), no "?",
@@ -31,10 +33,6 @@ MAX_PROTOCOLS = 32
 MAX_PROTOCOL_CHARS = 64
 ENDPOINT_SCHEMES = frozenset({"http", "https", "ws", "wss"})
 PEER_SCHEMES = frozenset({"http", "https"})
-CANONICAL_CLASSES = (
-    "Griot", "Tohunga", "Ronin", "Musa", "Hakim", "Skald", "Oracle",
-    "Junzi", "Yachay", "Sachem", "Archon", "Amauta", "Mzee",
-)  # fmt: skip
 
 DID = re.compile(r"^did:[a-z0-9]+:[A-Za-z0-9._:%-]+$")
 CAPABILITY = re.compile(r"^[A-Za-z0-9._:/-]{1,128}$")

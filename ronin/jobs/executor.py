@@ -12,19 +12,10 @@ from ronin.jobs.context import JobContext
 #: An executor does one attempt of a job; it may return extra result fields.
 Executor = Callable[[JobContext], Awaitable[dict[str, Any] | None]]
 
-#: Failures no retry can fix: the job fails at once.
-PERMANENT_CODES = frozenset({"INVALID_TARGET", "FORBIDDEN_TARGET", "SCAN_FAILED", "TIMEOUT"})
-
-
-class ScanFailed(RoninError):
-    """The discovery itself cannot succeed; retrying would not help."""
-
-    code = "SCAN_FAILED"
-
 
 def is_permanent(error: BaseException) -> bool:
-    """True for a failure that retrying cannot fix."""
-    return isinstance(error, RoninError) and error.code in PERMANENT_CODES
+    """True for a failure that retrying cannot fix (the error's class says so)."""
+    return isinstance(error, RoninError) and error.permanent
 
 
 def load_executor(reference: str) -> Executor:

@@ -15,18 +15,14 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import psycopg
-
-from ronin.errors import DatabaseError
 from ronin.jobs.waits import wait_any
-from ronin.store.database import connect
 from ronin.store.job_models import Job
 from ronin.store.jobs import JobStore
+from ronin.store.listen import Listener
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_POLL_S = 1.0
-RECONNECT_DELAY_S = 1.0
 
 
 class JobEvents:
@@ -71,16 +67,9 @@ class JobEvents:
                 changed.set()
 
     async def _listen(self) -> None:
-        while True:
-            try:
-                async with await connect(self._conninfo) as conn:
-                    await conn.execute("LISTEN ronin_job_events")
-                    self._wake(None)  # anything may have changed while we were away
-                    async for note in conn.notifies():
-                        self._wake(_job_key(note.payload))
-            except (psycopg.Error, DatabaseError) as exc:
-                logger.warning("job events: lost the listening connection: %s", exc)
-                await asyncio.sleep(RECONNECT_DELAY_S)
+        async for note in Listener(self._conninfo, ["ronin_job_events"]):
+            # On a reconnection anything may have changed while we were away.
+            self._wake(None if note.reconnected else _job_key(note.payload))
 
 
 def _job_key(payload: str) -> str | None:

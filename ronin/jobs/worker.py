@@ -21,20 +21,24 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import psycopg
-
 from ronin import metrics
 from ronin.config import Settings
 from ronin.discovery.params import parse_params
-from ronin.errors import DatabaseError, RoninError
+from ronin.errors import (
+    DatabaseError,
+    JobTimedOut,
+    RoninError,
+    ScanFailed,
+    TransientFailure,
+)
 from ronin.jobs.backoff import retry_delay
 from ronin.jobs.batching import FinishBatcher
 from ronin.jobs.context import JobContext, LeaseLost
-from ronin.jobs.executor import Executor, is_permanent
+from ronin.jobs.executor import Executor
 from ronin.jobs.waits import wait_any
-from ronin.store.database import connect
 from ronin.store.job_models import ClaimedJob, JobStatus
 from ronin.store.jobs import CANCELLED_ERROR, Finish, JobStore
+from ronin.store.listen import Listener
 from ronin.store.services import ServiceMap
 
 logger = logging.getLogger(__name__)
@@ -222,10 +226,7 @@ class Worker:
                 await self._finish(running, "failed", error=CANCELLED_ERROR)
                 return
             if job.attempt > job.max_attempts:
-                error = {
-                    "code": "SCAN_FAILED",
-                    "message": f"gave up after {job.max_attempts} attempts",
-                }
+                error = ScanFailed.gave_up(job.max_attempts).to_payload()
                 await self._finish(running, "failed", error=error)
                 return
             logger.info(
@@ -286,13 +287,8 @@ class Worker:
         elif isinstance(error, LeaseLost):
             logger.warning("job %s: lease lost; another worker will take it", job.job_id)
         elif isinstance(error, TimeoutError):
-            timeout = self.options.job_timeout
-            await self._fail_or_retry(
-                running,
-                RoninError(f"the job ran longer than {timeout}"),
-                code="TIMEOUT",
-                context=context,
-            )
+            timed_out = JobTimedOut(self.options.job_timeout)
+            await self._fail_or_retry(running, timed_out, context=context)
         else:
             await self._fail_or_retry(running, error, context=context)
 
@@ -314,21 +310,17 @@ class Worker:
         self,
         running: _RunningJob,
         error: BaseException,
-        code: str | None = None,
         context: JobContext | None = None,
     ) -> None:
         """Permanent failures end the job (with what it counted on the way: failed probes,
         conflicts); transient ones retry after a backoff, up to the job's maximum attempts."""
         job = running.job
-        code = code or (error.code if isinstance(error, RoninError) else None)
-        message = error.message if isinstance(error, RoninError) else repr(error)
-        permanent = code == "TIMEOUT" or is_permanent(error)
-        if permanent or job.attempt >= job.max_attempts:
-            final = {"code": code if permanent and code else "SCAN_FAILED", "message": message}
-            if not permanent:
-                final["message"] = f"gave up after {job.attempt} attempts: {message}"
+        failure = TransientFailure.of(error)
+        message = failure.message
+        if failure.permanent or job.attempt >= job.max_attempts:
+            final = failure if failure.permanent else ScanFailed.gave_up(job.attempt, message)
             result = context.result(None) if context is not None else None
-            await self._finish(running, "failed", error=final, result=result)
+            await self._finish(running, "failed", error=final.to_payload(), result=result)
             return
         delay = retry_delay(job.attempt, base=self.options.retry_base)
         logger.warning(
@@ -338,7 +330,7 @@ class Worker:
             message,
             delay.total_seconds(),
         )
-        attempt_error = {"code": code or "TRANSIENT", "message": message}
+        attempt_error = failure.to_payload()
         await self._persist(
             running,
             lambda: self._store.requeue(job, outcome="retry", delay=delay, error=attempt_error),
@@ -401,20 +393,13 @@ class Worker:
 
     async def _listen(self) -> None:
         """Wake on new jobs and stop cancelled ones; reconnect whenever the server goes."""
-        delay = 0.2
-        while True:
-            try:
-                async with await connect(self._conninfo) as conn:
-                    await conn.execute("LISTEN ronin_jobs")
-                    await conn.execute("LISTEN ronin_job_cancel")
-                    delay = 0.2
-                    self._wake.set()  # anything submitted while we were away
-                    async for notification in conn.notifies():
-                        self._on_notification(notification.channel, notification.payload)
-            except (psycopg.Error, DatabaseError) as exc:
-                logger.debug("listener lost its connection: %s", exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, MAX_RECONNECT_DELAY_S)
+        channels = ("ronin_jobs", "ronin_job_cancel")
+        listener = Listener(self._conninfo, channels, max_delay_s=MAX_RECONNECT_DELAY_S)
+        async for note in listener:
+            if note.reconnected:
+                self._wake.set()  # anything submitted while we were away
+            else:
+                self._on_notification(note.channel, note.payload)
 
     def _on_notification(self, channel: str, payload: str) -> None:
         if channel == "ronin_jobs":

@@ -19,7 +19,7 @@ import psycopg
 from psycopg.rows import class_row, dict_row
 from psycopg.types.json import Jsonb
 
-from ronin.errors import AlreadyExists, InvalidCursor, JobFinished, NotFound
+from ronin.errors import AlreadyExists, InvalidCursor, JobCancelled, JobFinished, NotFound
 from ronin.store.cursor import decode_cursor, encode_cursor
 from ronin.store.database import pooled_connection
 from ronin.store.job_models import (
@@ -49,7 +49,7 @@ class Finish:
     error: dict[str, Any] | None = None
 
 
-CANCELLED_ERROR = {"code": "CANCELLED", "message": "cancelled by an operator"}
+CANCELLED_ERROR = JobCancelled().to_payload()
 
 
 class JobStore:

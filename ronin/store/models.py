@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ronin.discovery.descriptor import CANONICAL_CLASSES
 from ronin.errors import InvalidValue
+from ronin.kos import CANONICAL_CLASSES
 from ronin.store.storable import check_json, check_text
 
 # Column widths of the seed schema, and the protocol's capability rule that keeps

@@ -141,6 +141,15 @@ def test_a_bad_database_url_gets_one_line_naming_the_setting(url: str, message: 
     assert "secret" not in done.stderr
 
 
+def test_an_unreachable_remote_node_gets_one_line_naming_ronin_url() -> None:
+    done = ronin("jobs", "list", RONIN_URL="http://127.0.0.1:1")
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("error: Could not reach the node at http://127.0.0.1:1")
+    assert "(RONIN_URL)" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_discover_wait_runs_the_job_here_and_says_how_it_went(data_dir: Path) -> None:
     from tests.support.fleet import free_port
 

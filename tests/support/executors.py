@@ -16,8 +16,8 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
+from ronin.errors import ScanFailed
 from ronin.jobs.context import JobContext
-from ronin.jobs.executor import ScanFailed
 from ronin.store.models import Sighting
 
 STEP_S = 0.2
