@@ -49,6 +49,7 @@ from bench.harness import (
     CpuUsage,
     connect,
     fetch_value,
+    log_tail,
     peak_rss_mib,
     percentile,
     ronin_env,
@@ -391,7 +392,7 @@ class WorkerGroup:
         """Raise, with its log, if a worker has exited on its own."""
         for process, log in zip(self.processes, self.logs, strict=True):
             if process.returncode is not None:
-                tail = log.read_text(errors="replace")[-2000:]
+                tail = log_tail(log, 2000)
                 raise BenchError(f"worker {process.pid} exited {process.returncode}:\n{tail}")
 
     async def wait_listening(self) -> None:
