@@ -23,7 +23,6 @@ import asyncio
 import json
 import os
 import platform
-import resource
 import shutil
 import signal
 import subprocess
@@ -39,28 +38,22 @@ from pathlib import Path
 
 import psutil
 
-from bench import common
-from bench.api_support import (
+from bench.api_support import Served, WrkRun, run_wrk, server_process, wrk_script
+from bench.harness import (
     BenchError,
-    Served,
-    WrkRun,
-    cpu_seconds,
+    CpuMeter,
+    connect,
+    fetch_value,
+    load_average,
     log_tail,
-    machine_cpu_s,
-    run_wrk,
-    server_process,
-    wrk_script,
-)
-from bench.map import (
-    CAPABILITY_FREQUENCIES,
-    closest,
-    copy_rows,
+    ronin_env,
     say,
+    scratch_database,
     server_facts,
     server_url,
-    vacuum_analyze,
-    verdict,
+    verdict_line,
 )
+from bench.map import CAPABILITY_FREQUENCIES, closest, copy_rows, vacuum_analyze
 
 PAGE = 50
 CAPABILITY_SHARE = 0.05  # the capability asked for: held by about 1 service in 20
@@ -130,20 +123,12 @@ def wrk_version() -> str:
     return (done.stdout + done.stderr).splitlines()[0].strip() if done.stdout else "unknown"
 
 
-async def fetch_value(url: str, statement: str) -> int:
-    """The first column of the first row of one statement, as an int."""
-    async with await common.connect(url) as conn:
-        row = await (await conn.execute(statement)).fetchone()
-    assert row is not None
-    return int(row[0])
-
-
 async def seed(url: str, rows: int, report: Report) -> None:
     """The map benchmark's first ``rows`` services (seed 1), and the capability to ask for."""
     say(f"seeding {rows:,} services (COPY) ...")
     loaded = await copy_rows(url, 1, rows, datetime.now(UTC) - timedelta(minutes=5))
     say(f"  {loaded.rate:,.0f} rows/s; VACUUM ANALYZE {await vacuum_analyze(url):.1f} s")
-    async with await common.connect(url) as conn:
+    async with await connect(url) as conn:
         cur = await conn.execute(CAPABILITY_FREQUENCIES)
         counts = {name: int(n) for name, n in await cur.fetchall()}
     share = {name: count / rows for name, count in counts.items()}
@@ -155,12 +140,6 @@ async def seed(url: str, rows: int, report: Report) -> None:
 
 
 # --- Ronin and the baseline ------------------------------------------------------------------
-
-
-def ronin_env(url: str) -> dict[str, str]:
-    """``ronin serve``'s environment: this database, no tokens, no other RONIN_* setting."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RONIN_")}
-    return env | {"RONIN_DATABASE_URL": url}
 
 
 def http(url: str, body: bytes | None = None) -> tuple[int, bytes]:
@@ -234,15 +213,14 @@ async def measured_run(
     if between is not None:
         await between()
     postgres = await postgres_pids(database)
-    server_before, database_before = cpu_seconds([served.pid]), cpu_seconds(postgres)
-    machine_before, children_before = machine_cpu_s(), children_cpu_s()
+    meter = CpuMeter([served.pid, *postgres])
     run = await run_wrk(
         label, url, script=script, connections=size.connections, seconds=size.seconds, cpu=cpu
     )
-    machine = machine_cpu_s() - machine_before
-    server_s = cpu_seconds([served.pid]) - server_before
-    database_s = cpu_seconds(postgres) - database_before
-    wrk_s = children_cpu_s() - children_before  # wrk is the only child reaped meanwhile
+    usage = meter.stop()
+    machine = usage.machine_s
+    server_s, database_s = usage.of([served.pid]), usage.of(postgres)
+    wrk_s = usage.children.total_s  # wrk is the only child reaped meanwhile
     run = replace(
         run,
         server_cpu_s=server_s,
@@ -263,16 +241,10 @@ async def measured_run(
     return run
 
 
-def children_cpu_s() -> float:
-    """User and system CPU seconds of the child processes waited for so far."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 async def postgres_pids(url: str) -> list[int]:
     """Every process of the PostgreSQL server (its postmaster and the postmaster's children)
     when it runs on this machine; none otherwise."""
-    async with await common.connect(url) as conn:
+    async with await connect(url) as conn:
         row = await (await conn.execute("SELECT pg_backend_pid()")).fetchone()
         assert row is not None
         try:  # while the backend is still there
@@ -287,10 +259,10 @@ async def postgres_pids(url: str) -> list[int]:
 async def settled_jobs(url: str) -> int:
     """The jobs table's count once it has not changed for a second."""
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
-    last, stable_since = await fetch_value(url, JOBS), time.monotonic()
+    last, stable_since = int(await fetch_value(url, JOBS)), time.monotonic()
     while time.monotonic() < deadline and time.monotonic() - stable_since < SETTLED_S:
         await asyncio.sleep(SETTLE_POLL_S)
-        count = await fetch_value(url, JOBS)
+        count = int(await fetch_value(url, JOBS))
         if count != last:
             last, stable_since = count, time.monotonic()
     return last
@@ -332,7 +304,7 @@ async def benchmark(server: str, size: Size, report: Report, workdir: Path) -> N
     get_script, post_script = workdir / "get.lua", workdir / "post.lua"
     get_script.write_text(wrk_script(None))
     post_script.write_text(wrk_script(JOB_BODY))
-    async with common.scratch_database(server, "ronin_bench_api") as url:
+    async with scratch_database(server, "ronin_bench_api") as url:
         await seed(url, size.rows, report)
         ronin_command = [sys.executable, "-m", "ronin", "serve"]
         ronin_command += ["--host", "127.0.0.1", "--port", "0", "--workers", "0"]
@@ -430,20 +402,19 @@ def print_report(report: Report, size: Size) -> None:
     say("")
     for run in report.routes:
         ratio = bare.rate / run.rate
-        say(
-            f"{verdict(ratio <= RATIO_GOAL)} {run.label}: bare/ronin {ratio:.2f}x requests/s"
-            f" (goal <= {RATIO_GOAL:.0f}x)"
-        )
+        goal = f"{run.label}: bare/ronin {ratio:.2f}x requests/s (goal <= {RATIO_GOAL:.0f}x)"
+        say(verdict_line(ratio <= RATIO_GOAL, goal))
     # A request in flight when wrk stopped is stored if the server read it before wrk closed
     # the connection, so: answered <= stored <= sent, and at most one in flight per connection.
     stored_once = (
         report.jobs_answered <= report.jobs_stored <= report.jobs_sent
         and in_flight <= size.connections
     )
-    say(
-        f"{verdict(stored_once)} every 202 stored once: {report.jobs_answered:,} answered <="
+    stored = (
+        f"every 202 stored once: {report.jobs_answered:,} answered <="
         f" {report.jobs_stored:,} stored <= {report.jobs_sent:,} sent"
     )
+    say(verdict_line(stored_once, stored))
     for note in report.notes:
         say(f"NOTE {note}")
     if report.skewed:
@@ -451,12 +422,6 @@ def print_report(report: Report, size: Size) -> None:
             f"WARNING: other work kept the machine busy (> {BUSY_SHARE:.0%} of a CPU) during: "
             f"{'; '.join(report.skewed)}; those figures are skewed"
         )
-
-
-def load_average() -> str:
-    """The machine's load average (other work on it makes every figure noisier)."""
-    one, five, fifteen = os.getloadavg()
-    return f"load average {one:.2f} {five:.2f} {fifteen:.2f}"
 
 
 async def run(size: Size) -> None:
@@ -469,7 +434,7 @@ async def run(size: Size) -> None:
         f" Python {platform.python_version()}; {wrk_version()}"
     )
     say(f"at the start: {load_average()}")
-    server, origin = server_url()
+    server, origin = server_url("api")
     say(f"server: {await server_facts(server)} [{origin}]")
     report, started = Report(), time.monotonic()
     with tempfile.TemporaryDirectory(prefix="ronin-bench-api-") as workdir:

@@ -25,28 +25,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
 import uvicorn
 import uvloop
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.harness import ROOT, BenchError, log_tail, stop_process
+
 LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
 READY_TIMEOUT_S = 60.0
 READY_POLL_S = 0.05
 STOP_GRACE_S = 20.0
 WRK_GRACE_S = 30.0
 RESULT_MARK = "ronin-bench-result "
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
-class BenchError(Exception):
-    """The benchmark could not run a step (not a missed goal)."""
 
 
 # --- The bare handler ------------------------------------------------------------------------
@@ -111,14 +106,6 @@ def pinned(command: list[str], cpu: int | None) -> list[str]:
     return ["taskset", "--cpu-list", str(cpu), *command] if cpu is not None else command
 
 
-def log_tail(path: Path, chars: int = 3000) -> str:
-    """The end of a server's log."""
-    try:
-        return path.read_text(errors="replace")[-chars:].strip()
-    except OSError:
-        return ""
-
-
 @dataclass(slots=True)
 class Served:
     """A server process: its pid, port and log; its exit code once stopped."""
@@ -128,22 +115,6 @@ class Served:
     port: int
     log: Path
     exit_code: int | None = None
-
-
-async def stop_process(process: asyncio.subprocess.Process) -> int:
-    """SIGTERM, then SIGKILL if the process has not exited within the grace period."""
-    if process.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
-        try:
-            async with asyncio.timeout(STOP_GRACE_S):
-                await process.wait()
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
-    assert process.returncode is not None
-    return process.returncode
 
 
 @asynccontextmanager
@@ -171,7 +142,7 @@ async def server_process(
         served.port = await wait_listening(name, process, log)
         yield served
     finally:
-        served.exit_code = await stop_process(process)
+        served.exit_code = await stop_process(process, grace_s=STOP_GRACE_S)
 
 
 def listening_port(log: Path) -> int | None:
@@ -196,23 +167,6 @@ async def wait_listening(name: str, process: asyncio.subprocess.Process, log: Pa
                 f"{name} not listening after {READY_TIMEOUT_S:.0f} s:\n{log_tail(log)}"
             )
         await asyncio.sleep(READY_POLL_S)
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User and system CPU seconds of these processes (those still running)."""
-    total = 0.0
-    for pid in pids:
-        with contextlib.suppress(psutil.Error):
-            times = psutil.Process(pid).cpu_times()
-            total += times.user + times.system
-    return total
-
-
-def machine_cpu_s() -> float:
-    """CPU seconds all cores spent running processes since boot (user, nice and system: not
-    interrupts, where the kernel does much of the loopback traffic's work)."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:4]
-    return sum(int(value) for value in fields) / CLK_TCK
 
 
 # --- wrk -------------------------------------------------------------------------------------

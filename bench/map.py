@@ -1,6 +1,6 @@
 """Benchmark the map at scale: loads, re-sightings, first pages and counts, next to plain SQL.
 
-Usage: ``python bench/map.py [--rows N] [--queries Q] [--seed S]``.
+Usage: ``python -m bench.map [--rows N] [--queries Q] [--seed S]`` from the repository root.
 
 Two scratch databases are created on ``RONIN_DATABASE_URL`` (or on an embedded server of the
 benchmark's own) and dropped at the end: "ronin", migrated and written through ``ServiceMap``,
@@ -10,17 +10,8 @@ whether or not a goal is met and prints PASS or MISS for each goal.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# `python bench/map.py` puts bench/ first on sys.path, where a sibling script named like a
-# standard module (bench/queue.py) would shadow it for psycopg. Nothing is imported from bench/.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
-
 import argparse
 import asyncio
-import atexit
 import hashlib
 import itertools
 import json
@@ -28,32 +19,35 @@ import math
 import os
 import platform
 import random
-import resource
-import shutil
 import statistics
-import tempfile
+import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, NamedTuple
 
-import psycopg
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from bench.harness import (
+    Connection,
+    connect,
+    peak_rss_mib,
+    percentile,
+    say,
+    scratch_database,
+    server_facts,
+    server_url,
+    verdict_line,
+)
 from ronin.discovery.descriptor import CANONICAL_CLASSES
-from ronin.store.embedded import start_embedded
-from ronin.store.migrate import migrate
 from ronin.store.models import ServiceFilter, Sighting, UpsertResult
 from ronin.store.services import ServiceMap
-
-Connection = psycopg.AsyncConnection[Any]
 
 SEED_SCHEMA = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "seed_schema.sql"
 
@@ -278,17 +272,6 @@ class Report:
         return next(t for t in self.loads if t.label == label)
 
 
-def say(message: str) -> None:
-    """Progress, printed as it happens."""
-    print(message, flush=True)
-
-
-def percentile(samples: list[float], share: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(samples)
-    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
-
-
 async def timed_calls(
     call: Callable[[int], Awaitable[object]], count: int, budget_s: float
 ) -> list[float]:
@@ -309,42 +292,9 @@ async def timed_calls(
 # --- Databases -------------------------------------------------------------------------------
 
 
-def server_url() -> tuple[str, str]:
-    """The server to use and where it comes from: RONIN_DATABASE_URL or an embedded one."""
-    url = os.environ.get("RONIN_DATABASE_URL")
-    if url:
-        return url, "RONIN_DATABASE_URL"
-    data_dir = Path(tempfile.mkdtemp(prefix="ronin-bench-"))
-    # Registered before the server's own exit hook, so it runs after the server has stopped.
-    atexit.register(shutil.rmtree, data_dir, ignore_errors=True)
-    return start_embedded(data_dir), "embedded"
-
-
 def seed_schema_text() -> str:
     """The founding document's schema, as vendored for the tests."""
     return SEED_SCHEMA.read_text()
-
-
-async def connect(url: str) -> Connection:
-    """An autocommit connection."""
-    return await psycopg.AsyncConnection.connect(url, autocommit=True)
-
-
-@asynccontextmanager
-async def scratch_databases(server: str, *labels: str) -> AsyncIterator[dict[str, str]]:
-    """Fresh databases, one per label, as URLs; dropped on the way out, error or not."""
-    suffix = uuid.uuid4().hex[:10]
-    names = {label: f"bench_{label}_{suffix}" for label in labels}
-    try:
-        async with await connect(server) as conn:
-            for name in names.values():
-                await conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        yield {label: make_conninfo(server, dbname=name) for label, name in names.items()}
-    finally:
-        async with await connect(server) as conn:
-            for name in names.values():
-                drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-                await conn.execute(drop.format(sql.Identifier(name)))
 
 
 async def create_baseline_schema(url: str, seed_sql: str) -> None:
@@ -358,26 +308,6 @@ async def create_baseline_schema(url: str, seed_sql: str) -> None:
             lines = [line for line in seed_sql.splitlines() if "CREATE EXTENSION" not in line]
             seed_sql = "\n".join(lines).replace("uuid_generate_v4()", "gen_random_uuid()")
         await conn.execute(seed_sql.encode())
-
-
-async def create_ronin_schema(url: str) -> None:
-    """Ronin's migrations."""
-    async with await connect(url) as conn:
-        await migrate(conn)
-
-
-async def server_facts(url: str) -> str:
-    """PostgreSQL version and the settings that matter most here."""
-    async with await connect(url) as conn:
-        cur = await conn.execute(
-            "SELECT current_setting('server_version'), current_setting('shared_buffers'),"
-            " current_setting('work_mem'), current_setting('max_wal_size')"
-        )
-        row = await cur.fetchone()
-    assert row is not None
-    return (
-        f"PostgreSQL {row[0]} (shared_buffers={row[1]}, work_mem={row[2]}, max_wal_size={row[3]})"
-    )
 
 
 async def vacuum_analyze(url: str) -> float:
@@ -660,8 +590,11 @@ async def run(args: argparse.Namespace, server: str, origin: str) -> None:
     say(f"server: {await server_facts(server)} [{origin}]")
     say(f"rows={args.rows:,} queries={args.queries:,} seed={args.seed}")
     seed_sql = seed_schema_text()
-    async with scratch_databases(server, "ronin", "baseline") as urls:
-        await create_ronin_schema(urls["ronin"])
+    async with (
+        scratch_database(server, "ronin_bench_map_ronin") as ronin_url,
+        scratch_database(server, "ronin_bench_map_baseline", migrated=False) as baseline_url,
+    ):
+        urls = {"ronin": ronin_url, "baseline": baseline_url}
         await create_baseline_schema(urls["baseline"], seed_sql)
         pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
             urls["ronin"], min_size=STREAMS, max_size=STREAMS, open=False, name="bench"
@@ -750,8 +683,7 @@ def print_report(report: Report) -> None:
         print(line)
     for note in report.notes:
         print(f"NOTE {note}")
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak RSS of the benchmark process: {peak_mib:,.0f} MiB")
+    print(f"peak RSS of the benchmark process: {peak_rss_mib():,.0f} MiB")
 
 
 def latency_line(latency: Latency) -> str:
@@ -768,13 +700,11 @@ def goal_lines(report: Report) -> list[str]:
     """PASS or MISS for every goal."""
     copy_rate = report.loads[0].rate
     ratio = report.load("ronin re-sighting, 2 streams").rate / copy_rate
-    lines = [f"{verdict(ratio >= RESIGHT_GOAL)} re-sighting {ratio:.2f}x COPY (goal >= 0.5x)"]
+    lines = [verdict_line(ratio >= RESIGHT_GOAL, f"re-sighting {ratio:.2f}x COPY (goal >= 0.5x)")]
     for latency in report.latencies:
         p99 = percentile(latency.ronin, 0.99)
-        lines.append(
-            f"{verdict(p99 < FIRST_PAGE_GOAL_MS)} first page p99 {p99:.2f} ms (goal < 10 ms): "
-            f"{describe(latency.case)}"
-        )
+        goal = f"first page p99 {p99:.2f} ms (goal < 10 ms): {describe(latency.case)}"
+        lines.append(verdict_line(p99 < FIRST_PAGE_GOAL_MS, goal))
     return lines
 
 
@@ -792,11 +722,6 @@ def describe(case: Case, iteration: int | None = None) -> str:
     return " + ".join(parts)
 
 
-def verdict(passed: bool) -> str:
-    """PASS or MISS."""
-    return "PASS" if passed else "MISS"
-
-
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """--rows, --queries, --seed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -812,7 +737,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; exit 0 unless it could not run."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    server, origin = server_url()
+    server, origin = server_url("map")
     asyncio.run(run(args, server, origin))
     return 0
 

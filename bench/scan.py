@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import os
 import re
 import signal
 import statistics
@@ -35,14 +34,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from bench.scan_support import (
+from bench.harness import (
     MIB,
     BenchError,
+    fetch_row,
+    load_average,
+    ronin_env,
+    say,
+    server_url,
+    verdict,
+)
+from bench.scan_support import (
     Measured,
     NmapRun,
     beacon_process,
     delete_stale_namespaces,
-    fetch_row,
     in_namespace,
     machine_facts,
     measure,
@@ -50,10 +56,7 @@ from bench.scan_support import (
     packets_counted,
     raise_fd_limit,
     run_nmap,
-    say,
     scratch_database,
-    server_url,
-    verdict,
 )
 
 PORT = 30437
@@ -138,8 +141,7 @@ def discover_command(cidr: str, concurrency: int) -> list[str]:
 
 def discover_env(url: str, allow: str, **extra: str) -> dict[str, str]:
     """The environment of a discover run: this database, this range, no other RONIN_*."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RONIN_")}
-    return env | {"RONIN_DATABASE_URL": url, "RONIN_ALLOW": allow} | extra
+    return ronin_env(url, RONIN_ALLOW=allow, **extra)
 
 
 def job_seconds(job: dict[str, Any]) -> float | None:
@@ -547,12 +549,6 @@ def print_table(report: Report) -> None:
         say(f"NOTE {note}")
 
 
-def load_average() -> str:
-    """The machine's load average (other work on it makes every figure noisier)."""
-    one, five, fifteen = os.getloadavg()
-    return f"load average {one:.2f} {five:.2f} {fifteen:.2f}"
-
-
 async def run(quick: bool) -> None:
     """Every scenario in turn, then the table."""
     current = asyncio.current_task()
@@ -565,7 +561,7 @@ async def run(quick: bool) -> None:
     say(f"open-files soft limit for the processes started here: {raise_fd_limit(FD_LIMIT)}")
     for name in delete_stale_namespaces():
         say(f"deleted namespace {name}, left by a killed run")
-    server, origin = server_url()
+    server, origin = server_url("scan")
     say(f"database: {origin}")
     report, started = Report(), time.monotonic()
     await full_sweep(server, size, report)

@@ -11,7 +11,6 @@ benchmark, however the benchmark ends).
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import os
 import platform
@@ -26,19 +25,12 @@ import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import psutil
 
-from bench import common
-from ronin.store.embedded import start_embedded
+from bench import harness
+from bench.harness import ROOT, BenchError, CpuMeter, cpu_of, stop_process
 
-Connection = common.Connection
-connect = common.connect
-
-ROOT = Path(__file__).resolve().parents[1]
-MIB = 1024 * 1024
 RSS_POLL_S = 0.05
 CHILDREN_POLL_S = 0.5
 READY_TIMEOUT_S = 60.0
@@ -49,20 +41,6 @@ NMAP_STATS = re.compile(
     r"Stats: (\d+):(\d+):(\d+) elapsed; (\d+) hosts completed \(\d+ up\), (\d+) undergoing"
 )
 NMAP_DONE = re.compile(r"About ([\d.]+)% done")
-
-
-class BenchError(Exception):
-    """The benchmark could not run a step (not a missed goal)."""
-
-
-def say(message: str = "") -> None:
-    """Progress, printed as it happens."""
-    print(message, flush=True)
-
-
-def verdict(met: bool) -> str:
-    """PASS or MISS."""
-    return "PASS" if met else "MISS"
 
 
 # --- The machine -----------------------------------------------------------------------------
@@ -90,26 +68,9 @@ def raise_fd_limit(needed: int) -> int:
 # --- Databases -------------------------------------------------------------------------------
 
 
-def server_url() -> tuple[str, str]:
-    """The server to use and where it comes from: RONIN_DATABASE_URL or an embedded one."""
-    url = os.environ.get("RONIN_DATABASE_URL")
-    if url:
-        return url, "RONIN_DATABASE_URL"
-    data_dir = Path(tempfile.mkdtemp(prefix="ronin-bench-scan-"))
-    # Registered before the server's own exit hook, so it runs after the server has stopped.
-    atexit.register(shutil.rmtree, data_dir, ignore_errors=True)
-    return start_embedded(data_dir), "embedded"
-
-
-async def fetch_row(url: str, statement: str) -> tuple[Any, ...] | None:
-    """The first row of one statement, on a connection of its own."""
-    async with await connect(url) as conn:
-        return await (await conn.execute(statement)).fetchone()
-
-
 def scratch_database(server: str, label: str) -> AbstractAsyncContextManager[str]:
     """A fresh migrated database for ``label``; dropped on the way out."""
-    return common.scratch_database(server, f"ronin_bench_scan_{label}")
+    return harness.scratch_database(server, f"ronin_bench_scan_{label}")
 
 
 # --- Network namespaces ----------------------------------------------------------------------
@@ -185,7 +146,7 @@ async def beacon_process(network: str, count: int, port: int) -> AsyncIterator[i
     finally:
         assert process.stdin is not None
         process.stdin.close()  # the beacons' cue to stop
-        await stop_process(process, signal.SIGTERM)
+        await stop_process(process, signal.SIGTERM, STOP_GRACE_S)
 
 
 async def serve_beacons(network: str, count: int, port: int) -> None:
@@ -230,10 +191,10 @@ class TreeSampler:
         try:
             with process.oneshot():
                 rss = int(process.memory_info().rss)
-                times = process.cpu_times()
+                cpu = cpu_of(process)
         except psutil.Error:
             return 0
-        self.cpu_s[process.pid] = times.user + times.system
+        self.cpu_s[process.pid] = cpu.total_s
         return rss
 
     def kill_leftovers(self) -> None:
@@ -270,21 +231,6 @@ class Measured:
     stack_dump: str = ""
 
 
-async def stop_process(process: asyncio.subprocess.Process, first: signal.Signals) -> None:
-    """Send ``first``; SIGKILL if the process has not exited within the grace period."""
-    if process.returncode is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        process.send_signal(first)
-    try:
-        async with asyncio.timeout(STOP_GRACE_S):
-            await process.wait()
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        await process.wait()
-
-
 async def measure(
     command: Sequence[str],
     *,
@@ -296,7 +242,7 @@ async def measure(
     SIGKILL), with a py-spy dump of its stacks first if asked and py-spy is installed."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started, started_at = time.monotonic(), time.time()
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        meter = CpuMeter()
         process = await asyncio.create_subprocess_exec(
             *command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err
         )
@@ -304,15 +250,14 @@ async def measure(
         try:
             measured = await _sample(process, sampler, started, stop_after_s, dump_stacks)
         finally:
-            await stop_process(process, signal.SIGKILL)
+            await stop_process(process, signal.SIGKILL, STOP_GRACE_S)
             sampler.kill_leftovers()
         measured.started_at, measured.ended_at = started_at, time.time()
         cpu = dict(sampler.cpu_s)
         measured.own_cpu_s = cpu.pop(process.pid, 0.0)
         measured.children_cpu_s = sorted(cpu.values(), reverse=True)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        measured.cpu_user_s = after.ru_utime - before.ru_utime
-        measured.cpu_system_s = after.ru_stime - before.ru_stime
+        waited = meter.stop().children
+        measured.cpu_user_s, measured.cpu_system_s = waited.user_s, waited.system_s
         for stream in (out, err):
             stream.seek(0)
         measured.stdout = out.read().decode(errors="replace")
@@ -343,7 +288,7 @@ async def _sample(
         measured.stopped_at_s = time.monotonic() - started
         if dump_stacks:
             measured.stack_dump = stack_dump(process.pid)
-        await stop_process(process, signal.SIGINT)
+        await stop_process(process, signal.SIGINT, STOP_GRACE_S)
     measured.exit_code = await waiter
     measured.wall_s = time.monotonic() - started
     return measured

@@ -1,7 +1,8 @@
 """Benchmark the job queue: real worker processes next to a naive claim loop, enqueue-to-start
 latency, and what a transaction held open for the whole run costs.
 
-Usage: ``python bench/queue.py [--jobs N] [--latency-jobs M] [--quick]``.
+Usage: ``python -m bench.job_queue [--jobs N] [--latency-jobs M] [--quick]`` from the
+repository root.
 
 Each scenario gets a scratch database on ``RONIN_DATABASE_URL`` (or on an embedded server of
 the benchmark's own), migrated, and dropped at the end whatever happens. Ronin's jobs run the
@@ -12,15 +13,6 @@ a goal is met and prints PASS or MISS for each goal.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# Run it as `python -m bench.queue`. Run as a script, Python would put bench/ first on sys.path,
-# where this file, named queue.py, hides the standard module psycopg imports: use the
-# repository root instead.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
-
 import argparse
 import asyncio
 import atexit
@@ -30,17 +22,18 @@ import math
 import os
 import platform
 import re
-import resource
 import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -48,17 +41,27 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from bench import common
+from bench.harness import (
+    ROOT,
+    BenchError,
+    Connection,
+    CpuMeter,
+    CpuUsage,
+    connect,
+    fetch_value,
+    log_tail,
+    peak_rss_mib,
+    percentile,
+    ronin_env,
+    say,
+    server_url,
+    verdict,
+)
+from bench.harness import scratch_database as harness_scratch_database
 from ronin.jobs.submit import submit_job
-from ronin.store.embedded import start_embedded
 from ronin.store.jobs import JobStore
 from ronin.store.queries import query
 
-Connection = common.Connection
-connect = common.connect
-
-SCRIPT = Path(__file__).resolve()
-ROOT = SCRIPT.parents[1]
 PARAMS = {"target": {"type": "did", "value": "did:kos:bench:noop"}, "protocols": ["http-api"]}
 MAX_ATTEMPTS = 5
 WORKER_SLOTS = 16
@@ -86,7 +89,6 @@ LEASE = timedelta(seconds=15)
 RATIO_GOAL = 5.0
 LATENCY_GOAL_MS = 10.0
 BUSY_SHARE = 0.2  # a machine busier than this without us skews the figures
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 NAIVE_CLAIM = (
     "SELECT job_id FROM discovery_jobs WHERE status = 'pending'"
@@ -143,10 +145,6 @@ EXPLAIN_CLAIM = sql.SQL("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {}").format(que
 PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 
 
-class BenchError(Exception):
-    """The benchmark itself could not run (not a missed goal)."""
-
-
 # --- What is measured ------------------------------------------------------------------------
 
 
@@ -189,21 +187,6 @@ class Tally:
     def jobs_per_claim(self) -> float:
         """How many jobs a claim statement that got any took, on average."""
         return self.attempts / self.claims if self.claims else 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class CpuUsage:
-    """CPU seconds of the measured processes and of the whole machine over a run."""
-
-    processes_s: float
-    machine_busy_s: float
-    wall_s: float
-
-    @property
-    def machine_share(self) -> float:
-        """How busy the machine's cores were, 0 to 1."""
-        cores = os.cpu_count() or 1
-        return self.machine_busy_s / (self.wall_s * cores) if self.wall_s else 0.0
 
 
 @dataclass(slots=True)
@@ -251,87 +234,12 @@ class Report:
     skewed: bool = False
 
 
-def say(message: str = "") -> None:
-    """Progress, printed as it happens."""
-    print(message, flush=True)
-
-
-def percentile(samples: Sequence[float], share: float) -> float:
-    """Nearest-rank percentile of ``samples``."""
-    ordered = sorted(samples)
-    return ordered[max(0, math.ceil(share * len(ordered)) - 1)] if ordered else math.nan
-
-
-def verdict(met: bool) -> str:
-    """PASS or MISS."""
-    return "PASS" if met else "MISS"
-
-
-# --- CPU accounting (Linux /proc) ------------------------------------------------------------
-
-
-def process_cpu_s(pids: Sequence[int]) -> float:
-    """User + system CPU seconds the processes used so far (gone processes count 0)."""
-    ticks = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / CLK_TCK
-
-
-def machine_busy_s() -> float:
-    """CPU seconds all cores spent busy since boot (not idle, not waiting for I/O)."""
-    try:
-        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    except OSError:
-        return 0.0
-    return (sum(values) - values[3] - values[4]) / CLK_TCK
-
-
-class CpuMeter:
-    """Measures CPU from its creation to ``stop``."""
-
-    def __init__(self, pids: Sequence[int]) -> None:
-        self._pids = list(pids)
-        self._processes = process_cpu_s(self._pids)
-        self._machine = machine_busy_s()
-        self._started = time.monotonic()
-
-    def stop(self) -> CpuUsage:
-        """CPU used since the meter started."""
-        return CpuUsage(
-            processes_s=process_cpu_s(self._pids) - self._processes,
-            machine_busy_s=machine_busy_s() - self._machine,
-            wall_s=time.monotonic() - self._started,
-        )
-
-
 # --- Databases -------------------------------------------------------------------------------
-
-
-def server_url() -> tuple[str, str]:
-    """The server to use and where it comes from: RONIN_DATABASE_URL or an embedded one."""
-    url = os.environ.get("RONIN_DATABASE_URL")
-    if url:
-        return url, "RONIN_DATABASE_URL"
-    data_dir = Path(tempfile.mkdtemp(prefix="ronin-bench-queue-"))
-    # Registered before the server's own exit hook, so it runs after the server has stopped.
-    atexit.register(shutil.rmtree, data_dir, ignore_errors=True)
-    return start_embedded(data_dir), "embedded"
-
-
-async def fetch_value(url: str, statement: str) -> Any:
-    """The first column of the first row of one statement, on a connection of its own."""
-    async with await connect(url) as conn:
-        row = await (await conn.execute(statement)).fetchone()
-    assert row is not None
-    return row[0]
 
 
 def scratch_database(server: str, label: str) -> AbstractAsyncContextManager[str]:
     """A fresh migrated database for ``label``; dropped on the way out."""
-    return common.scratch_database(server, f"ronin_bench_queue_{label}")
+    return harness_scratch_database(server, f"ronin_bench_queue_{label}")
 
 
 @asynccontextmanager
@@ -439,8 +347,7 @@ async def explain_claim(url: str, batch: int) -> str:
 
 def worker_env(url: str, poll_s: float) -> dict[str, str]:
     """The environment of a worker process: this database, this poll, no other RONIN_*."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RONIN_")}
-    return env | {"RONIN_DATABASE_URL": url, "RONIN_POLL_INTERVAL_S": str(poll_s)}
+    return ronin_env(url, RONIN_POLL_INTERVAL_S=str(poll_s))
 
 
 def open_log(path: Path) -> int:
@@ -485,7 +392,7 @@ class WorkerGroup:
         """Raise, with its log, if a worker has exited on its own."""
         for process, log in zip(self.processes, self.logs, strict=True):
             if process.returncode is not None:
-                tail = log.read_text(errors="replace")[-2000:]
+                tail = log_tail(log, 2000)
                 raise BenchError(f"worker {process.pid} exited {process.returncode}:\n{tail}")
 
     async def wait_listening(self) -> None:
@@ -560,7 +467,7 @@ def say_run(run: Run, extra: str = "") -> None:
         per_job = run.cpu.processes_s / max(run.done, 1) * 1000
         say(
             f"    CPU: workers {run.cpu.processes_s:.1f} s ({per_job:.2f} ms/job);"
-            f" machine {run.cpu.machine_busy_s:.1f} s busy of {run.cpu.wall_s:.1f} s wall"
+            f" machine {run.cpu.machine_s:.1f} s busy of {run.cpu.wall_s:.1f} s wall"
             f" x {os.cpu_count()} cores ({run.cpu.machine_share:.0%})"
         )
     if run.tally is not None:
@@ -591,7 +498,7 @@ def naive_loop(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         print("ready", flush=True)
         sys.stdin.readline()
-        done, started, cpu = 0, time.time(), time.process_time()
+        done, started, meter = 0, time.time(), CpuMeter()
         ended = started
         while True:
             with conn.transaction():
@@ -601,7 +508,7 @@ def naive_loop(url: str) -> None:
                 conn.execute(NAIVE_START, row)
             conn.execute(NAIVE_COMPLETE, row)
             done, ended = done + 1, time.time()
-    figures = {"done": done, "start": started, "end": ended, "cpu": time.process_time() - cpu}
+    figures = {"done": done, "start": started, "end": ended, "cpu": meter.stop().own.total_s}
     print(json.dumps(figures), flush=True)
 
 
@@ -615,12 +522,13 @@ def leased_loop(url: str) -> None:
             store = JobStore(pool)
             print("ready", flush=True)
             await asyncio.to_thread(sys.stdin.readline)
-            done, started, cpu = 0, time.time(), time.process_time()
+            done, started, meter = 0, time.time(), CpuMeter()
             ended = started
             while claimed := await store.claim("leased-loop", batch=1, lease=LEASED_LOOP_LEASE):
                 await store.finish(claimed[0], "completed", result={})
                 done, ended = done + 1, time.time()
-            return {"done": done, "start": started, "end": ended, "cpu": time.process_time() - cpu}
+            cpu_s = meter.stop().own.total_s
+            return {"done": done, "start": started, "end": ended, "cpu": cpu_s}
 
     print(json.dumps(asyncio.run(loop())), flush=True)
 
@@ -630,7 +538,7 @@ async def spawn_naive(url: str, mode: str = "--naive-loop") -> asyncio.subproces
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "bench.queue",
+        "bench.job_queue",
         mode,
         url,
         cwd=ROOT,
@@ -685,9 +593,9 @@ async def naive_throughput(
                     await child.wait()
         completed = int(await fetch_value(url, COMPLETED))
     seconds = max(f["end"] for f in figures) - min(f["start"] for f in figures)
-    cpu = CpuUsage(sum(f["cpu"] for f in figures), 0.0, 0.0)
+    cpu_s = sum(f["cpu"] for f in figures)
     run = Run(label, jobs, sum(f["done"] for f in figures), seconds, completed == jobs)
-    say_run(run, f"enqueued in {enqueue_s:.1f} s; loops' CPU {cpu.processes_s:.1f} s")
+    say_run(run, f"enqueued in {enqueue_s:.1f} s; loops' CPU {cpu_s:.1f} s")
     return run
 
 
@@ -756,9 +664,9 @@ async def describe_machine(server: str, origin: str) -> None:
 
 async def check_machine_load(when: str, report: Report) -> None:
     """How busy the machine is without us, over one second: other work skews every figure."""
-    before = machine_busy_s()
+    meter = CpuMeter()
     await asyncio.sleep(1.0)
-    share = (machine_busy_s() - before) / (os.cpu_count() or 1)
+    share = meter.stop().machine_share
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
     busy = share > BUSY_SHARE
     report.skewed |= busy
@@ -889,8 +797,7 @@ def print_summary(report: Report) -> None:
     summarize_throughput(report)
     summarize_latency(report)
     summarize_bloat(report)
-    rss_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    rss_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    rss_self, rss_children = peak_rss_mib(), peak_rss_mib(children=True)
     say(f"\nPeak RSS: this process {rss_self:.0f} MiB; largest child {rss_children:.0f} MiB")
     if report.skewed:
         say("WARNING: other work ran on this machine during the benchmark; figures are skewed.")
@@ -899,7 +806,7 @@ def print_summary(report: Report) -> None:
 async def run(sizes: Sizes) -> None:
     """Every scenario on scratch databases, then the summary."""
     started = time.monotonic()
-    server, origin = server_url()
+    server, origin = server_url("queue")
     await describe_machine(server, origin)
     log_dir = Path(tempfile.mkdtemp(prefix="ronin-bench-queue-logs-"))
     atexit.register(shutil.rmtree, log_dir, ignore_errors=True)
