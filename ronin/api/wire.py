@@ -5,14 +5,16 @@ Rust, without FastAPI validating it again; the remote CLI reads answers with the
 from __future__ import annotations
 
 import re
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from fastapi import Response
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from ronin.discovery import params as job_params
 from ronin.store.job_models import Attempt, FoundService, Job, JobPage, Schedule
 from ronin.store.models import NodePage, Page, Service
+
+if TYPE_CHECKING:
+    from fastapi import Response
 
 T = TypeVar("T")
 
@@ -102,6 +104,8 @@ def json_response(
     adapter: TypeAdapter[T], value: T, *, status: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
     """``value`` as a JSON answer."""
+    from fastapi import Response  # here, so the remote CLI reads answers without FastAPI
+
     return Response(
         adapter.dump_json(value),
         status_code=status,

@@ -1,29 +1,92 @@
-"""What every command shares: the Typer apps, the consoles, and how a command runs."""
+"""What every command shares: the Typer apps, the consoles, and how a command runs.
+
+Each command's module is imported only when that command runs (``CommandLoader``), so
+``ronin map summary`` loads neither the API nor the discovery stack.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import logging
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict, is_dataclass
 from datetime import datetime
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.main import get_group
 
 from ronin import __version__
-from ronin.cli.help import RoninTyper
+from ronin.cli.help import RoninGroup, RoninTyper
 from ronin.config import Settings
 from ronin.errors import DatabaseUnreachable, RoninError
 from ronin.store.database import Database
 from ronin.store.embedded import exit_cleanly_on_signals
 from ronin.store.services import ServiceMap
 
+if TYPE_CHECKING:
+    from typer import _click as click
+
+#: The module that registers each ``ronin`` command or group, in the order help lists them.
+COMMAND_MODULES = {
+    "version": __name__,
+    "beacon": "ronin.cli.beacon",
+    "discover": "ronin.cli.discover",
+    "serve": "ronin.cli.serve",
+    "services": "ronin.cli.services",
+    "worker": "ronin.cli.worker",
+    "db": "ronin.cli.db",
+    "schedules": "ronin.cli.schedules",
+    "map": "ronin.cli.map",
+    "jobs": "ronin.cli.jobs",
+}
+
+
+def load_commands(*names: str) -> None:
+    """Import the modules registering the commands named (all of them if none is named)."""
+    for name in names or tuple(COMMAND_MODULES):
+        importlib.import_module(COMMAND_MODULES[name])
+
+
+class CommandLoader(RoninGroup):
+    """The ``ronin`` group: a command's module is imported when that command is looked up.
+
+    Listing the commands (``ronin --help``, completion) or a name that is none of them (so
+    that Click can suggest the nearest) imports them all: every listing stays as it was.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._loaded: set[str] = set()
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in COMMAND_MODULES:
+            self._load(cmd_name)
+        else:
+            self._load(*COMMAND_MODULES)
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load(*COMMAND_MODULES)
+        names = super().list_commands(ctx)
+        known = [name for name in COMMAND_MODULES if name in names]
+        return known + [name for name in names if name not in COMMAND_MODULES]
+
+    def _load(self, *names: str) -> None:
+        """Import what registers ``names`` and rebuild the commands, once per name."""
+        if not self._loaded.issuperset(names):
+            load_commands(*names)
+            self.commands = get_group(app).commands
+            self._loaded.update(names)
+
+
 app = RoninTyper(
+    cls=CommandLoader,
     help="Ronin: the scout of a kOS network. Discovers kOS nodes and keeps a map of services.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

@@ -62,8 +62,8 @@ class RoninGroup(TyperGroup):
 class RoninTyper(typer.Typer):
     """``typer.Typer`` building its group and commands from the classes above."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(cls=RoninGroup, **kwargs)
+    def __init__(self, *, cls: type[RoninGroup] = RoninGroup, **kwargs: Any) -> None:
+        super().__init__(cls=cls, **kwargs)
 
     def command(  # type: ignore[override]
         self, name: str | None = None, *, cls: type[TyperCommand] | None = None, **kwargs: Any

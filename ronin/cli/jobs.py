@@ -9,7 +9,6 @@ import typer
 from ronin.cli import views
 from ronin.cli.backend import open_backend, resolve_job_id
 from ronin.cli.common import as_json, console, jobs_app, run
-from ronin.cli.discover import print_summary
 from ronin.cli.views import WHEN_WIDTH, folded, show_progress, whole, wrapped
 from ronin.config import Settings
 from ronin.errors import InvalidValue
@@ -77,6 +76,8 @@ def jobs_show(
     if json_output or not console.is_terminal:
         print(as_json({"job": job, "attempts": attempts}))
         return
+    from ronin.cli.discover import print_summary  # the discovery stack: not for `jobs list`
+
     print_summary(job, console)
     for attempt in attempts:
         # The job's own error is printed once, in the summary; an attempt shows only its own.
@@ -112,6 +113,8 @@ def jobs_follow(job_id: JobRef) -> None:
             return await backend.job(found)
 
     job = run(work)
+    from ronin.cli.discover import print_summary  # the discovery stack: not for `jobs list`
+
     print_summary(job, console)
     if job.status == "failed":
         raise typer.Exit(1)

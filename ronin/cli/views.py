@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from rich import box
-from rich.console import Console, JustifyMethod
-from rich.progress import (
-    BarColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Column, Table
+
+if TYPE_CHECKING:
+    from rich.console import Console, JustifyMethod
 
 #: (status, progress in percent, message): one update of a job as it runs.
 Update = tuple[str, int, str]
@@ -53,6 +48,15 @@ async def show_progress(updates: AsyncIterator[Update], console: Console) -> Non
         async for status, progress, message in updates:
             console.print(f"{status} {progress:3d}% {message}", highlight=False)
         return
+    from rich.progress import (  # here: only a progress bar needs it
+        BarColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),

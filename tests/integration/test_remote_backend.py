@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ronin.cli.backend import RemoteBackend
+from ronin.cli.remote import RemoteBackend
 from ronin.errors import DatabaseError, RemoteUnreachable
 
 

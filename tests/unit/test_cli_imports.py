@@ -1,0 +1,102 @@
+"""The operator commands start light: each imports its own module, never the node's server stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.main import get_command
+
+from ronin.cli import app
+from ronin.cli.common import COMMAND_MODULES
+
+ROOT = Path(__file__).parents[2]
+#: What serves the API or discovers nodes: nothing a reading command needs.
+SERVER_STACK = {"fastapi", "uvicorn", "zeroconf", "aiohttp", "starlette"}
+LIGHT_COMMANDS = [["map", "summary"], ["services"], ["jobs", "list"]]
+#: Runs ``ronin ARGS`` in this interpreter, then writes down every module it imported.
+PROBE = """
+import json, os, sys
+from ronin.cli import main
+sys.argv = ["ronin", *sys.argv[1:]]
+try:
+    main()
+except SystemExit:
+    pass
+finally:
+    with open(os.environ["MODULES_OUT"], "w") as out:
+        json.dump(sorted(sys.modules), out)
+"""
+#: A database URL on loopback where nothing listens: the command gets as far as connecting.
+NO_DATABASE = "postgresql://ronin@127.0.0.1:1/ronin"
+
+
+def imported(tmp_path: Path, args: list[str], **env: str) -> set[str]:
+    """The modules ``ronin ARGS`` imported, run in a fresh interpreter."""
+    out = tmp_path / "modules.json"
+    path = os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))
+    environment = {**os.environ, "PYTHONPATH": path, "MODULES_OUT": str(out), **env}
+    subprocess.run(
+        [sys.executable, "-c", PROBE, *args],
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=60,
+        check=False,
+    )
+    return set(json.loads(out.read_text()))
+
+
+def packages(modules: set[str]) -> set[str]:
+    """The top-level packages of ``modules``."""
+    return {name.split(".")[0] for name in modules}
+
+
+@pytest.mark.parametrize("args", LIGHT_COMMANDS, ids=" ".join)
+def test_a_reading_command_imports_no_server_stack(tmp_path: Path, args: list[str]) -> None:
+    modules = imported(tmp_path, args, RONIN_DATABASE_URL=NO_DATABASE)
+    assert COMMAND_MODULES[args[0]] in modules  # the probe ran the command
+    assert packages(modules) & SERVER_STACK == set()
+    assert "httpx" not in packages(modules)  # the remote backend is for RONIN_URL only
+
+
+@pytest.mark.parametrize("args", LIGHT_COMMANDS, ids=" ".join)
+def test_its_help_imports_no_server_stack(tmp_path: Path, args: list[str]) -> None:
+    modules = imported(tmp_path, [*args, "--help"])
+    assert COMMAND_MODULES[args[0]] in modules
+    assert packages(modules) & SERVER_STACK == set()
+
+
+@pytest.mark.parametrize("args", [["services"], ["jobs", "list"]], ids=" ".join)
+def test_a_remote_reading_command_imports_no_server_stack(tmp_path: Path, args: list[str]) -> None:
+    modules = imported(tmp_path, args, RONIN_URL="http://127.0.0.1:1")
+    assert "ronin.cli.remote" in modules  # it did ask the (absent) node
+    assert packages(modules) & SERVER_STACK == set()
+
+
+def test_a_command_imports_only_its_own_module(tmp_path: Path) -> None:
+    modules = imported(tmp_path, ["map", "summary", "--help"])
+    commands = {module for module in COMMAND_MODULES.values() if module in modules}
+    assert commands == {"ronin.cli.common", "ronin.cli.map"}
+
+
+def test_every_command_is_named_with_the_module_that_registers_it() -> None:
+    group = get_command(app)
+    assert list(group.commands) == list(COMMAND_MODULES)  # type: ignore[attr-defined]
+    registered = [
+        (info.name or str(getattr(info.callback, "__name__", "")), info.callback)
+        for info in app.registered_commands
+    ]
+    registered += [
+        (info.name or "", command.callback)
+        for info in app.registered_groups
+        if info.typer_instance is not None
+        for command in info.typer_instance.registered_commands
+    ]
+    assert len(registered) > len(COMMAND_MODULES)
+    for name, callback in registered:
+        assert getattr(callback, "__module__", None) == COMMAND_MODULES[name], name
