@@ -27,10 +27,11 @@ from ronin.cli.backend import open_backend
 from ronin.cli.common import app, console, error_console, fail, run
 from ronin.cli.views import Update, show_progress
 from ronin.config import Settings
-from ronin.discovery.crawl import DEFAULT_CONCURRENCY, DEFAULT_RATE
 from ronin.discovery.params import (
+    DEFAULT_CONCURRENCY,
     DEFAULT_MDNS_WINDOW_S,
     DEFAULT_PROTOCOLS,
+    DEFAULT_RATE,
     KOS_PORT,
     MAX_CONCURRENCY,
     MAX_RATE,

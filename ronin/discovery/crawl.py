@@ -39,6 +39,7 @@ from ronin.discovery.http_probe import (
     new_session,
 )
 from ronin.discovery.job import DiscoveryJob
+from ronin.discovery.params import DEFAULT_CONCURRENCY, DEFAULT_RATE
 from ronin.discovery.peer_maps import PeerMaps
 from ronin.discovery.policy import ScopePolicy
 from ronin.discovery.sightings import observe
@@ -48,8 +49,6 @@ from ronin.discovery.targets import Probe, Sweep
 from ronin.errors import ScanFailed
 from ronin.store.models import ServiceFilter, Sighting
 
-DEFAULT_CONCURRENCY = 256
-DEFAULT_RATE = 1000.0
 MAX_PEER_PROBES = 10_000
 FLUSH_INTERVAL_S = 0.5
 FLUSH_SIZE = 500

@@ -24,6 +24,9 @@ MAX_PORTS = 64
 MAX_TARGET_CHARS = 255
 MAX_CONCURRENCY = 4096
 MAX_RATE = 1_000_000
+#: The pace when a job names none: one a home network survives.
+DEFAULT_CONCURRENCY = 256
+DEFAULT_RATE = 1000.0
 # Beyond PROTOCOL.md section 5, two optional pacing keys of Ronin's own: "concurrency"
 # (probes in flight) and "rate" (probes started per second; 0 for no limit).
 # And "mdns_window_s": how long an mdns job browses the local link (default 3 s).

@@ -6,8 +6,9 @@ from typing import Any
 
 from ronin.config import Settings
 from ronin.discovery import dns_sd
-from ronin.discovery.crawl import DEFAULT_CONCURRENCY, DEFAULT_RATE, DiscoveryOptions, run_discovery
+from ronin.discovery.crawl import DiscoveryOptions, run_discovery
 from ronin.discovery.http_probe import tls_context
+from ronin.discovery.params import DEFAULT_CONCURRENCY, DEFAULT_RATE
 from ronin.discovery.policy import ScopePolicy
 from ronin.jobs.context import JobContext
 from ronin.jobs.executor import Executor
