@@ -108,7 +108,8 @@ INSERT INTO discovery_job_state (job_id, max_attempts) SELECT job_id, %(max_atte
 """
 LISTENING_WORKERS = """
 SELECT count(*) FROM pg_stat_activity
-WHERE datname = current_database() AND query = 'LISTEN ronin_job_cancel'
+WHERE datname = current_database()
+  AND query IN ('LISTEN ronin_job_cancel', 'LISTEN "ronin_job_cancel"')
 """
 RONIN_BACKENDS = """
 SELECT count(*) FROM pg_stat_activity
