@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from ronin.discovery.probe_failure import ProbeFailure
 from ronin.kos import CANONICAL_CLASSES as CANONICAL_CLASSES
 
 DESCRIPTOR_PATH = "/.well-known/kos-node"
@@ -59,13 +60,8 @@ def safe_path(path: str | None) -> str:
     return DESCRIPTOR_PATH
 
 
-class InvalidDescriptor(Exception):
+class InvalidDescriptor(ProbeFailure):
     """The document fails the host: ``reason`` is the short name counted in job results."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 
 import yarl
 
+from ronin.discovery.probe_failure import ProbeFailure
+
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 MAX_URL_CHARS = 2048  # PROTOCOL.md section 1: an endpoint
@@ -32,13 +34,8 @@ _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 _NUMERIC_LABEL = re.compile(r"^(0x[0-9a-f]*|[0-9]+)$")
 
 
-class UnsafeUrl(ValueError):
+class UnsafeUrl(ProbeFailure, ValueError):
     """A URL Ronin will not connect to; ``reason`` is the short name counted in results."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,8 +33,9 @@ from ronin.discovery.descriptor import (
     NodeDescriptor,
     parse_descriptor,
 )
-from ronin.discovery.hosts import MAX_URL_CHARS, UnsafeUrl, parse_probe_url
+from ronin.discovery.hosts import MAX_URL_CHARS, parse_probe_url
 from ronin.discovery.policy import ScopePolicy
+from ronin.discovery.probe_failure import ProbeFailure
 
 DEFAULT_CONNECT_TIMEOUT_S = 2.0
 DEFAULT_TOTAL_TIMEOUT_S = 5.0
@@ -205,7 +206,7 @@ async def fetch_document(
     try:
         async with asyncio.timeout(total_timeout_s):
             body, final_url = await _get(session, url, policy)
-    except _ProbeError as exc:
+    except ProbeFailure as exc:
         return Failed(url, exc.reason, exc.message)
     except TimeoutError:
         return Failed(url, "timeout", f"no complete answer within {total_timeout_s}s")
@@ -216,13 +217,6 @@ async def fetch_document(
     return Document(final_url, body, round((time.monotonic() - started) * 1000, 1))
 
 
-class _ProbeError(Exception):
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
 async def _get(session: aiohttp.ClientSession, url: str, policy: ScopePolicy) -> tuple[bytes, str]:
     for _ in range(MAX_REDIRECTS + 1):
         _check_url(url, policy)
@@ -230,33 +224,30 @@ async def _get(session: aiohttp.ClientSession, url: str, policy: ScopePolicy) ->
             if response.status in (301, 302, 303, 307, 308):
                 location = response.headers.get("Location")
                 if not location:
-                    raise _ProbeError("bad_redirect", "a redirect without a Location")
+                    raise ProbeFailure("bad_redirect", "a redirect without a Location")
                 url = urljoin(url, location)
                 continue
             if response.status != 200:
-                raise _ProbeError("http_status", f"answered {response.status}")
+                raise ProbeFailure("http_status", f"answered {response.status}")
             content_type = response.headers.get("Content-Type", "")
             media_type = content_type.split(";", 1)[0].strip().lower()
             if media_type != "application/json" and not media_type.endswith("+json"):
-                raise _ProbeError("not_json", f"Content-Type is {content_type[:100]!r}")
+                raise ProbeFailure("not_json", f"Content-Type is {content_type[:100]!r}")
             declared = response.content_length
             if declared is not None and declared > MAX_DOCUMENT_BYTES * 16:
-                raise _ProbeError("too_large", f"announces {declared} bytes")
+                raise ProbeFailure("too_large", f"announces {declared} bytes")
             encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
             return await _read_capped(response, encoding), url
-    raise _ProbeError("too_many_redirects", f"more than {MAX_REDIRECTS} redirects")
+    raise ProbeFailure("too_many_redirects", f"more than {MAX_REDIRECTS} redirects")
 
 
 def _check_url(url: str, policy: ScopePolicy) -> None:
     """Refuse a URL that is not HTTP, whose host is spelled in a way the client would rewrite,
     or whose literal address is out of scope; a name is checked address by address when the
     scoped resolver resolves it, and the client connects only to the addresses it keeps."""
-    try:
-        target = parse_probe_url(url)
-    except UnsafeUrl as exc:
-        raise _ProbeError(exc.reason, exc.message) from None
+    target = parse_probe_url(url)  # UnsafeUrl is a ProbeFailure, with its reason
     if target.address is not None and not policy.allows(target.address):
-        raise _ProbeError("out_of_scope", f"{target.host} is outside the scope policy")
+        raise ProbeFailure("out_of_scope", f"{target.host} is outside the scope policy")
 
 
 async def _read_capped(response: aiohttp.ClientResponse, encoding: str) -> bytes:
@@ -268,17 +259,17 @@ async def _read_capped(response: aiohttp.ClientResponse, encoding: str) -> bytes
     elif encoding in ("identity", ""):
         inflater = None
     else:
-        raise _ProbeError("bad_encoding", f"Content-Encoding {encoding[:50]!r} is not supported")
+        raise ProbeFailure("bad_encoding", f"Content-Encoding {encoding[:50]!r} is not supported")
     body = bytearray()
     limit = MAX_DOCUMENT_BYTES + 1
     async for chunk in response.content.iter_chunked(READ_CHUNK):
         try:
             data = inflater.decompress(chunk, limit - len(body)) if inflater else chunk
         except zlib.error as exc:
-            raise _ProbeError("bad_encoding", f"cannot inflate the body: {exc}") from None
+            raise ProbeFailure("bad_encoding", f"cannot inflate the body: {exc}") from None
         body += data
         if len(body) >= limit or (inflater is not None and inflater.unconsumed_tail):
-            raise _ProbeError("too_large", f"body over {MAX_DOCUMENT_BYTES} bytes")
+            raise ProbeFailure("too_large", f"body over {MAX_DOCUMENT_BYTES} bytes")
     return bytes(body)
 
 
