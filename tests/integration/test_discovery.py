@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import uuid
-import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,7 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 from ronin.beacon import BeaconServer
 from ronin.discovery.crawl import DiscoveryOptions, run_discovery
 from ronin.discovery.policy import ScopePolicy, parse_networks
-from ronin.discovery.targets import Sweep
+from ronin.discovery.sweep_stage import new_sweep
 from ronin.jobs.context import JobContext
 from ronin.jobs.submit import submit_job
 from ronin.store.jobs import JobStore
@@ -255,7 +254,7 @@ async def test_a_target_outside_the_scope_is_refused_before_any_packet(
 
 def walk_order(job_id: uuid.UUID, network: str) -> list[str]:
     """The addresses of a job's sweep of ``network`` in the order its seeded walk probes them."""
-    sweep = Sweep(ipaddress.ip_network(network), (PORT,), zlib.crc32(job_id.bytes))
+    sweep = new_sweep(ipaddress.ip_network(network), (PORT,), job_id, None)
     return [probe.address for probe in sweep]
 
 
