@@ -244,7 +244,10 @@ def test_ctrl_c_without_a_terminal_says_where_the_job_went(db_url: str) -> None:
         db_url, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     assert sweep.stdout is not None
-    assert sweep.stdout.readline().startswith(b"running")
+    line = b""
+    while not line.startswith(b"running"):  # "pending" comes first until the claim
+        line = sweep.stdout.readline()
+        assert line, "discover --wait ended before its job ran"
     sweep.send_signal(signal.SIGINT)
     _, stderr = sweep.communicate(timeout=TIMEOUT_S)
     assert sweep.returncode == 1
