@@ -11,12 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 import typer
+from typer import _click as click  # the Click that Typer carries (pyproject: typer>=0.29)
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
-
-try:
-    from typer import _click as click  # the Click that Typer carries since 0.29
-except ImportError:  # pragma: no cover  (older Typer runs on Click itself)
-    import click  # type: ignore[no-redef]
 
 
 def usage_name(argument: TyperArgument) -> str:
