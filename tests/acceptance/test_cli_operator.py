@@ -244,12 +244,17 @@ def test_ctrl_c_without_a_terminal_says_where_the_job_went(db_url: str) -> None:
         db_url, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     assert sweep.stdout is not None
-    line = b""
-    while not line.startswith(b"running"):  # "pending" comes first until the claim
-        line = sweep.stdout.readline()
-        assert line, "discover --wait ended before its job ran"
-    sweep.send_signal(signal.SIGINT)
-    _, stderr = sweep.communicate(timeout=TIMEOUT_S)
+    try:
+        line = b""
+        while not line.startswith(b"running"):  # "pending" comes first until the claim
+            line = sweep.stdout.readline()
+            assert line, "discover --wait ended before its job ran"
+        sweep.send_signal(signal.SIGINT)
+        _, stderr = sweep.communicate(timeout=TIMEOUT_S)
+    finally:  # killed, its pipes read and closed, whatever an assertion said
+        if sweep.poll() is None:
+            sweep.kill()
+        sweep.communicate()
     assert sweep.returncode == 1
     job_id = newest_job(db_url)
     expected = (
