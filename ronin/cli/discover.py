@@ -25,18 +25,11 @@ from rich.table import Table
 
 from ronin.cli.backend import open_backend
 from ronin.cli.common import app, console, error_console, fail, run
+from ronin.cli.job_options import Concurrency, Depth, MdnsWindow, Ports, Protocols, Rate
 from ronin.cli.views import Update, show_progress
 from ronin.config import Settings
-from ronin.discovery.params import (
-    DEFAULT_CONCURRENCY,
-    DEFAULT_MDNS_WINDOW_S,
-    DEFAULT_PROTOCOLS,
-    DEFAULT_RATE,
-    KOS_PORT,
-    MAX_CONCURRENCY,
-    MAX_RATE,
-    target_from_text,
-)
+from ronin.discovery.param_fields import DEFAULT_DEPTH
+from ronin.discovery.params import DEFAULT_PROTOCOLS, KOS_PORT, target_from_text
 from ronin.discovery.policy import ScopePolicy
 from ronin.errors import Interrupted, JobFinished, RoninError
 from ronin.jobs.discovery_executor import discovery_executor
@@ -302,47 +295,10 @@ def job_as_json(job: Job) -> str:
     return json.dumps(asdict(job), default=default, indent=2)
 
 
-# The options of a job's params, shared by the commands that make one (discover, schedules add).
-Depth = Annotated[
-    int, typer.Option(min=1, max=8, help="1: the target only; N: follow peers N-1 hops.")
-]
-Ports = Annotated[
-    list[int] | None,
-    typer.Option(min=1, max=65535, help=f"Port to probe (repeatable; default {KOS_PORT})."),
-]
-Protocols = Annotated[
-    list[str] | None,
-    typer.Option(help="http-api, mdns or dns-sd (repeatable; default http-api)."),
-]
-Rate = Annotated[
-    float | None,
-    typer.Option(
-        min=0,
-        max=MAX_RATE,
-        help=f"Probes started per second (default {DEFAULT_RATE:,.0f}, so a /16 takes over a "
-        "minute; 0: no limit).",
-    ),
-]
-Concurrency = Annotated[
-    int | None,
-    typer.Option(
-        min=1,
-        max=MAX_CONCURRENCY,
-        help=f"Probes in flight at once (default {DEFAULT_CONCURRENCY}).",
-    ),
-]
-MdnsWindow = Annotated[
-    float | None,
-    typer.Option(
-        min=1, max=60, help=f"Seconds to browse mDNS (default {DEFAULT_MDNS_WINDOW_S:g})."
-    ),
-]
-
-
 @app.command()
 def discover(
     target: Annotated[str, typer.Argument(help="A network (192.168.1.0/24), a domain or a DID.")],
-    depth: Depth = 1,
+    depth: Depth = DEFAULT_DEPTH,
     port: Ports = None,
     protocol: Protocols = None,
     wait: Annotated[bool, typer.Option(help="Run the job here and wait for its end.")] = False,

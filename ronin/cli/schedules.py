@@ -9,17 +9,11 @@ import typer
 from ronin.cli import views
 from ronin.cli.backend import open_backend
 from ronin.cli.common import as_json, console, run, schedules_app
-from ronin.cli.discover import (
-    Concurrency,
-    Depth,
-    MdnsWindow,
-    Ports,
-    Protocols,
-    Rate,
-    target_params,
-)
+from ronin.cli.discover import target_params
+from ronin.cli.job_options import Concurrency, Depth, MdnsWindow, Ports, Protocols, Rate
 from ronin.cli.views import WHEN_WIDTH, folded, whole, wrapped
 from ronin.config import Settings
+from ronin.discovery.param_fields import DEFAULT_DEPTH
 from ronin.durations import parse_duration
 from ronin.store.job_models import Schedule
 
@@ -29,7 +23,7 @@ def schedules_add(
     name: Annotated[str, typer.Argument(help="A name for the schedule.")],
     target: Annotated[str, typer.Argument(help="A network, a domain or a DID.")],
     every: Annotated[str, typer.Option(help="The period: 1h, 12h, 7d (at least 1m).")] = "1h",
-    depth: Depth = 1,
+    depth: Depth = DEFAULT_DEPTH,
     port: Ports = None,
     protocol: Protocols = None,
     rate: Rate = None,

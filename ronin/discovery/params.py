@@ -9,32 +9,29 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ronin.discovery.param_fields import (
+    CONCURRENCY,
+    DEFAULT_DEPTH,
+    DEFAULT_MDNS_WINDOW_S,
+    DEPTH,
+    FIELDS,
+    MDNS_WINDOW,
+    PORTS,
+    PROTOCOLS_FIELD,
+    RATE,
+)
+from ronin.discovery.param_fields import DEFAULT_CONCURRENCY as DEFAULT_CONCURRENCY
+from ronin.discovery.param_fields import DEFAULT_PROTOCOLS as DEFAULT_PROTOCOLS
+from ronin.discovery.param_fields import DEFAULT_RATE as DEFAULT_RATE
+from ronin.discovery.param_fields import KOS_PORT as KOS_PORT
 from ronin.errors import InvalidTarget, UnstorableValue
 from ronin.store.storable import check_json
 
 TargetType = Literal["network_cidr", "domain", "did"]
 TARGET_TYPES: tuple[TargetType, ...] = ("network_cidr", "domain", "did")
-PROTOCOLS = ("http-api", "mdns", "dns-sd")
-#: What a job probes when its params name no protocols, for the API, KLF and the CLI alike.
-DEFAULT_PROTOCOLS = ("http-api",)
-KOS_PORT = 30437
-MIN_DEPTH, MAX_DEPTH = 1, 8
-DEFAULT_DEPTH = 1
-MAX_PORTS = 64
 MAX_TARGET_CHARS = 255
-MAX_CONCURRENCY = 4096
-MAX_RATE = 1_000_000
-#: The pace when a job names none: one a home network survives.
-DEFAULT_CONCURRENCY = 256
-DEFAULT_RATE = 1000.0
-# Beyond PROTOCOL.md section 5, two optional pacing keys of Ronin's own: "concurrency"
-# (probes in flight) and "rate" (probes started per second; 0 for no limit).
-# And "mdns_window_s": how long an mdns job browses the local link (default 3 s).
-KNOWN_KEYS = frozenset(
-    {"target", "protocols", "depth", "ports", "concurrency", "rate", "mdns_window_s"}
-)
-DEFAULT_MDNS_WINDOW_S = 3.0
-MAX_WINDOW = 60  # s
+# Every other key is described once, with its bounds and default, in param_fields.FIELDS.
+KNOWN_KEYS = frozenset({"target", *(field.name for field in FIELDS)})
 
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _DIGITS_AND_DOTS = re.compile(r"^[0-9.]+$")
@@ -75,14 +72,9 @@ def parse_params(params: Any) -> JobParams:
         protocols=_protocols(params.get("protocols", list(DEFAULT_PROTOCOLS))),
         depth=_depth(params.get("depth", DEFAULT_DEPTH)),
         ports=_ports(params.get("ports", [KOS_PORT])),
-        concurrency=_bounded_number(params.get("concurrency"), "concurrency", 1, MAX_CONCURRENCY),
-        rate=_bounded_number(params.get("rate"), "rate", 0, MAX_RATE),
-        mdns_window_s=_bounded_number(
-            params.get("mdns_window_s", DEFAULT_MDNS_WINDOW_S),
-            "mdns_window_s",
-            1,
-            MAX_WINDOW,
-        ),
+        concurrency=CONCURRENCY.check(params.get("concurrency")),
+        rate=RATE.check(params.get("rate")),
+        mdns_window_s=MDNS_WINDOW.check(params.get("mdns_window_s", DEFAULT_MDNS_WINDOW_S)),
     )
 
 
@@ -97,7 +89,7 @@ def with_defaults(params: Any) -> Any:
 
 
 def json_schema() -> dict[str, Any]:
-    """The JSON Schema of job params, from the same constants the rules use (for OpenAPI);
+    """The JSON Schema of job params, from the description the rules use (for OpenAPI);
     ``parse_params`` stays the authority and names the field at fault."""
     schema: dict[str, Any] = {
         "type": "object",
@@ -113,35 +105,7 @@ def json_schema() -> dict[str, Any]:
                     "value": {"type": "string", "minLength": 1, "maxLength": MAX_TARGET_CHARS},
                 },
             },
-            "protocols": {
-                "type": "array",
-                "minItems": 1,
-                "uniqueItems": True,
-                "items": {"type": "string", "enum": list(PROTOCOLS)},
-                "default": list(DEFAULT_PROTOCOLS),
-            },
-            "depth": {
-                "type": "integer",
-                "minimum": MIN_DEPTH,
-                "maximum": MAX_DEPTH,
-                "default": DEFAULT_DEPTH,
-            },
-            "ports": {
-                "type": "array",
-                "minItems": 1,
-                "maxItems": MAX_PORTS,
-                "uniqueItems": True,
-                "items": {"type": "integer", "minimum": 1, "maximum": 65535},
-                "default": [KOS_PORT],
-            },
-            "concurrency": {"type": "integer", "minimum": 1, "maximum": MAX_CONCURRENCY},
-            "rate": {"type": "number", "minimum": 0, "maximum": MAX_RATE},
-            "mdns_window_s": {
-                "type": "number",
-                "minimum": 1,
-                "maximum": MAX_WINDOW,
-                "default": DEFAULT_MDNS_WINDOW_S,
-            },
+            **{field.name: field.schema() for field in FIELDS},
         },
     }
     assert set(schema["properties"]) == KNOWN_KEYS
@@ -284,43 +248,12 @@ def parse_did(value: str) -> str:
 
 
 def _protocols(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list) or not value:
-        raise InvalidTarget(
-            f"protocols must be a non-empty list of {', '.join(PROTOCOLS)}", field="protocols"
-        )
-    for item in value:
-        if item not in PROTOCOLS:
-            raise InvalidTarget(
-                f"unknown protocol {item!r}: use {', '.join(PROTOCOLS)}", field="protocols"
-            )
-    if len(set(value)) != len(value):
-        raise InvalidTarget("protocols lists a protocol twice", field="protocols")
-    return tuple(value)
+    return tuple(PROTOCOLS_FIELD.check(value))
 
 
 def _depth(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not MIN_DEPTH <= value <= MAX_DEPTH:
-        raise InvalidTarget(
-            f"depth must be an integer from {MIN_DEPTH} to {MAX_DEPTH}", field="depth"
-        )
-    return value
+    return int(DEPTH.check(value))
 
 
 def _ports(value: Any) -> tuple[int, ...]:
-    if not isinstance(value, list) or not 1 <= len(value) <= MAX_PORTS:
-        raise InvalidTarget(f"ports must be a list of 1 to {MAX_PORTS} ports", field="ports")
-    for port in value:
-        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-            raise InvalidTarget(f"port {port!r} is not from 1 to 65535", field="ports")
-    if len(set(value)) != len(value):
-        raise InvalidTarget("ports lists a port twice", field="ports")
-    return tuple(value)
-
-
-def _bounded_number(value: Any, name: str, low: int, high: int) -> Any:
-    if value is None:
-        return None
-    number_types = (int,) if name == "concurrency" else (int, float)
-    if isinstance(value, bool) or not isinstance(value, number_types) or not low <= value <= high:
-        raise InvalidTarget(f"{name} must be a number from {low} to {high}", field=name)
-    return value
+    return tuple(PORTS.check(value))
