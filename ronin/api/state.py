@@ -10,6 +10,7 @@ from fastapi import Request
 from ronin.config import Settings
 from ronin.discovery.policy import ScopePolicy
 from ronin.jobs.follow import JobEvents
+from ronin.node import Node
 from ronin.store.database import Database
 from ronin.store.jobs import JobStore
 from ronin.store.services import ServiceMap
@@ -17,27 +18,41 @@ from ronin.store.services import ServiceMap
 
 @dataclass
 class NodeState:
-    """The node's settings, database, stores and the one job-events listener."""
+    """The node (``ronin.node``) and what only the API adds: the one job-events listener."""
 
-    settings: Settings
-    database: Database
-    jobs: JobStore
-    services: ServiceMap
+    node: Node
     events: JobEvents
-    policy: ScopePolicy
     #: Set when the server shuts down: live event streams end so connections can close.
     closing: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
     def on(cls, settings: Settings, database: Database) -> NodeState:
-        return cls(
-            settings=settings,
-            database=database,
-            jobs=JobStore(database.pool),
-            services=ServiceMap(database.pool, freshness_window=settings.freshness_window),
-            events=JobEvents(database.conninfo),
-            policy=ScopePolicy.from_settings(settings),
-        )
+        return cls.of(Node.on(settings, database))
+
+    @classmethod
+    def of(cls, node: Node) -> NodeState:
+        """The API's state around an opened ``node``."""
+        return cls(node=node, events=JobEvents(node.database.conninfo))
+
+    @property
+    def settings(self) -> Settings:
+        return self.node.settings
+
+    @property
+    def database(self) -> Database:
+        return self.node.database
+
+    @property
+    def jobs(self) -> JobStore:
+        return self.node.jobs
+
+    @property
+    def services(self) -> ServiceMap:
+        return self.node.services
+
+    @property
+    def policy(self) -> ScopePolicy:
+        return self.node.policy
 
 
 def node_of(request: Request) -> NodeState:

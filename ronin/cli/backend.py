@@ -16,13 +16,10 @@ from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 from ronin.config import Settings
-from ronin.discovery.policy import ScopePolicy
 from ronin.errors import InvalidValue, NotFound
-from ronin.store.database import Database, open_database
+from ronin.node import Node, open_node
 from ronin.store.job_models import Attempt, Job, JobPage, JobStatus, Schedule
-from ronin.store.jobs import JobStore
 from ronin.store.models import Page, ServiceFilter
-from ronin.store.services import ServiceMap
 
 MIN_PREFIX = 4
 PREFIX_CANDIDATES = 10
@@ -57,8 +54,8 @@ async def open_backend(settings: Settings) -> AsyncIterator[Backend]:
         async with RemoteBackend(settings.remote_url, settings.remote_token) as remote:
             yield remote
     else:
-        async with await open_database(settings) as database:
-            yield LocalBackend(database, settings)
+        async with open_node(settings) as node:
+            yield LocalBackend(node)
 
 
 def job_id_prefix(text: str) -> uuid.UUID | str:
@@ -101,19 +98,12 @@ def prefix_range(prefix: str) -> tuple[uuid.UUID, uuid.UUID]:
 class LocalBackend:
     """The database, directly."""
 
-    def __init__(self, database: Database, settings: Settings) -> None:
-        self._database = database
-        self._jobs = JobStore(database.pool)
-        self._map = ServiceMap(database.pool, freshness_window=settings.freshness_window)
-        self._policy = ScopePolicy.from_settings(settings)
-        self._max_attempts = settings.job_max_attempts
+    def __init__(self, node: Node) -> None:
+        self._node = node
+        self._jobs = node.jobs
 
     async def submit(self, params: dict[str, Any]) -> Job:
-        from ronin.jobs.submit import submit_job  # job params: not for the reading commands
-
-        job, _ = await submit_job(
-            self._jobs, params, max_attempts=self._max_attempts, policy=self._policy
-        )
+        job, _ = await self._node.submit(params)
         return job
 
     async def list_jobs(self, status: JobStatus | None, limit: int, cursor: str | None) -> JobPage:
@@ -136,20 +126,18 @@ class LocalBackend:
     async def follow(self, job_id: uuid.UUID) -> AsyncIterator[tuple[str, int, str]]:
         from ronin.jobs.follow import JobEvents, follow_job  # LISTEN: only to follow a job
 
-        async with JobEvents(self._database.conninfo) as events:
+        async with JobEvents(self._node.database.conninfo) as events:
             async for job in follow_job(self._jobs, job_id, events):
                 yield job.status, job.progress, job.progress_message
 
     async def services(self, where: ServiceFilter, limit: int, cursor: str | None) -> Page:
-        return await self._map.find(where, limit=limit, cursor=cursor)
+        return await self._node.services.find(where, limit=limit, cursor=cursor)
 
     async def schedules(self) -> list[Schedule]:
         return await self._jobs.schedules()
 
     async def add_schedule(self, name: str, params: Any, interval_s: int) -> Schedule:
-        from ronin.jobs.submit import add_schedule  # job params: not for the reading commands
-
-        return await add_schedule(self._jobs, name, params, interval_s, policy=self._policy)
+        return await self._node.add_schedule(name, params, interval_s)
 
     async def remove_schedule(self, ref: str) -> None:
         await self._jobs.remove_schedule(ref)

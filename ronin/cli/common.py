@@ -25,9 +25,8 @@ from ronin import __version__
 from ronin.cli.help import RoninGroup, RoninTyper
 from ronin.config import Settings
 from ronin.errors import DatabaseUnreachable, RoninError
-from ronin.store.database import Database
+from ronin.node import service_map as service_map  # the map commands use it from here
 from ronin.store.embedded import exit_cleanly_on_signals
-from ronin.store.services import ServiceMap
 
 if TYPE_CHECKING:
     from typer import _click as click
@@ -164,11 +163,6 @@ def fail(exc: RoninError) -> NoReturn:
         f"[bold red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True
     )
     raise typer.Exit(1) from None
-
-
-def service_map(database: Database, settings: Settings) -> ServiceMap:
-    """The map on ``database``, with the configured freshness window."""
-    return ServiceMap(database.pool, freshness_window=settings.freshness_window)
 
 
 def as_json(value: Any) -> str:

@@ -26,20 +26,16 @@ from rich.table import Table
 from ronin.cli.backend import open_backend
 from ronin.cli.common import app, console, error_console, fail, run
 from ronin.cli.job_options import Concurrency, Depth, MdnsWindow, Ports, Protocols, Rate
+from ronin.cli.signals import Signals
 from ronin.cli.views import Update, show_progress
 from ronin.config import Settings
 from ronin.discovery.param_fields import DEFAULT_DEPTH
 from ronin.discovery.params import DEFAULT_PROTOCOLS, KOS_PORT, target_from_text
-from ronin.discovery.policy import ScopePolicy
 from ronin.errors import Interrupted, JobFinished, RoninError
-from ronin.jobs.discovery_executor import discovery_executor
 from ronin.jobs.follow import JobEvents, follow_job
-from ronin.jobs.submit import submit_job
-from ronin.jobs.worker import Worker, WorkerOptions
-from ronin.store.database import open_database
+from ronin.node import open_node
 from ronin.store.job_models import Job
 from ronin.store.jobs import JobStore
-from ronin.store.services import ServiceMap
 
 PROMPT_TIMEOUT_S = 15.0
 
@@ -78,26 +74,15 @@ async def submit_and_wait(
     settings: Settings, params: dict[str, Any], *, wait: bool, console: Console
 ) -> Job:
     """Submit the job; with ``wait``, run or follow it to its end. Returns the job."""
-    async with await open_database(settings) as database:
-        store = JobStore(database.pool)
-        job, _ = await submit_job(
-            store,
-            params,
-            max_attempts=settings.job_max_attempts,
-            policy=ScopePolicy.from_settings(settings),
-        )
+    async with open_node(settings) as node:
+        store = node.jobs
+        job, _ = await node.submit(params)
         if not wait:
             return job
-        worker = Worker(
-            conninfo=database.conninfo,
-            store=store,
-            services=ServiceMap(database.pool, freshness_window=settings.freshness_window),
-            executor=discovery_executor(settings),
-            options=WorkerOptions.from_settings(settings, concurrency=1),
-        )
+        worker = node.worker(concurrency=1)
         with Signals() as signals:
             runner = asyncio.create_task(worker.run_one(job.job_id), name="run own job")
-            shown = asyncio.create_task(_show(database.conninfo, store, job.job_id, console))
+            shown = asyncio.create_task(_show(node.database.conninfo, store, job.job_id, console))
             try:
                 await signals.until(shown)
             except BaseException:
@@ -112,39 +97,6 @@ async def submit_and_wait(
             await asyncio.gather(shown, return_exceptions=True)
             worker.release_all()  # back to the queue, the attempt not spent
             return await _after_interrupt(store, job.job_id, signals, runner)
-
-
-class Signals:
-    """SIGINT and SIGTERM as they arrive, while a command waits on a job."""
-
-    def __init__(self) -> None:
-        self.received: list[int] = []
-        self.arrived = asyncio.Event()
-
-    def __enter__(self) -> Signals:
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, self._on_signal, signum)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
-
-    def _on_signal(self, signum: int) -> None:
-        self.received.append(signum)
-        self.arrived.set()
-
-    async def until(self, task: asyncio.Future[Any], timeout_s: float | None = None) -> None:
-        """Wait for ``task``, the next signal or the timeout, whichever comes first."""
-        self.arrived.clear()
-        arrived = asyncio.create_task(self.arrived.wait())
-        try:
-            await asyncio.wait({task, arrived}, timeout=timeout_s, return_when="FIRST_COMPLETED")
-        finally:
-            arrived.cancel()
-            await asyncio.gather(arrived, return_exceptions=True)
 
 
 async def _after_interrupt(

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import signal
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -16,16 +15,15 @@ import uvloop
 
 from ronin.api.app import create_app
 from ronin.api.state import NodeState
-from ronin.cli.common import app, error_console, run, service_map
+from ronin.cli.common import app, error_console, run
 from ronin.cli.logs import log_at_info
+from ronin.cli.signals import Signals
 from ronin.config import Settings
 from ronin.discovery.params import KOS_PORT
 from ronin.errors import BindFailed, InvalidValue
-from ronin.jobs.discovery_executor import discovery_executor
-from ronin.jobs.executor import load_executor
-from ronin.jobs.worker import Worker, WorkerOptions
-from ronin.store.database import Database, open_database, open_pool
-from ronin.store.jobs import JobStore
+from ronin.jobs.worker import Worker
+from ronin.node import Node, open_node
+from ronin.store.database import open_pool
 
 logger = logging.getLogger(__name__)
 STARTUP_POLL_S = 0.05
@@ -85,22 +83,22 @@ def serve(
         check_bind(host, settings)
         if not settings.api_tokens:
             logger.warning("no RONIN_API_TOKENS: the API is open to anyone on this machine")
-        async with await open_database(settings, migrate=True) as database:
-            await _serve(settings, database, host, port, workers, executor, access_log)
+        async with open_node(settings, migrate=True) as node:
+            await _serve(node, host, port, workers, executor, access_log)
 
     run(work, loop_factory=uvloop.new_event_loop)
 
 
 async def _serve(
-    settings: Settings,
-    database: Database,
+    node: Node,
     host: str,
     port: int,
     workers: int,
     executor: str | None,
     access_log: bool = False,
 ) -> None:
-    api = create_app(settings, database)
+    settings = node.settings
+    api = create_app(settings, node.database)
     state: NodeState = api.state.node
     config = uvicorn.Config(
         api,
@@ -119,36 +117,27 @@ async def _serve(
         timeout_graceful_shutdown=max(1, round(settings.shutdown_grace.total_seconds())),
     )
     server = _Server(config)
-    stop = asyncio.Event()
     runner: Worker | None = None
 
-    def on_signal() -> None:
-        if stop.is_set():
-            server.force_exit = True
-            if runner is not None:
-                runner.hurry()
-        stop.set()
+    def on_stop() -> None:
         state.closing.set()
         server.should_exit = True
 
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal)
+    def on_hurry() -> None:
+        server.force_exit = True
+        if runner is not None:
+            runner.hurry()
+
+    signals = Signals(on_stop=on_stop, on_hurry=on_hurry).install()
 
     async with contextlib.AsyncExitStack() as stack:
         tasks: list[asyncio.Task[None]] = []
         if workers:
             worker_db = await stack.enter_async_context(
-                await open_pool(database.conninfo, settings, for_worker=True)
+                await open_pool(node.database.conninfo, settings, for_worker=True)
             )
-            runner = Worker(
-                conninfo=database.conninfo,
-                store=JobStore(worker_db.pool),
-                services=service_map(worker_db, settings),
-                executor=load_executor(executor) if executor else discovery_executor(settings),
-                options=WorkerOptions.from_settings(settings, workers),
-            )
-            tasks.append(asyncio.create_task(runner.run(stop), name="worker"))
+            runner = node.worker(concurrency=workers, executor=executor, database=worker_db)
+            tasks.append(asyncio.create_task(runner.run(signals.stop), name="worker"))
         serving = asyncio.create_task(_serve_api(server), name="api")
         tasks.append(serving)
         await _announce(server, serving, workers, settings)

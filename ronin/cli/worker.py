@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
 from typing import Annotated
 
 import typer
 
-from ronin.cli.common import app, run, service_map
+from ronin.cli.common import app, run
 from ronin.cli.logs import log_at_info
+from ronin.cli.signals import Signals
 from ronin.config import Settings
-from ronin.jobs.discovery_executor import discovery_executor
-from ronin.jobs.executor import load_executor
-from ronin.jobs.worker import Worker, WorkerOptions
-from ronin.store.database import open_database
-from ronin.store.jobs import JobStore
+from ronin.node import job_executor, open_node
 
 
 @app.command()
@@ -32,25 +27,10 @@ def worker(
     log_at_info()
 
     async def work(settings: Settings) -> None:
-        run_job = load_executor(executor) if executor else discovery_executor(settings)
-        async with await open_database(settings, for_worker=True) as database:
-            runner = Worker(
-                conninfo=database.conninfo,
-                store=JobStore(database.pool),
-                services=service_map(database, settings),
-                executor=run_job,
-                options=WorkerOptions.from_settings(settings, concurrency),
-            )
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-
-            def on_signal() -> None:
-                if stop.is_set():
-                    runner.hurry()
-                stop.set()
-
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, on_signal)
-            await runner.run(stop)
+        run_job = job_executor(settings, executor)  # a bad one fails before any connection
+        async with open_node(settings, for_worker=True) as node:
+            runner = node.worker(concurrency=concurrency, executor=run_job)
+            signals = Signals(on_hurry=runner.hurry).install()
+            await runner.run(signals.stop)
 
     run(work)

@@ -25,7 +25,6 @@ from ronin.api.wire import (
 )
 from ronin.jobs import klf
 from ronin.jobs.follow import follow_job
-from ronin.jobs.submit import submit_job
 from ronin.store.job_models import Attempt, Job, JobPage, JobStatus
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(require_read)])
@@ -67,13 +66,7 @@ IdempotencyKey = Annotated[
 )
 async def submit(request: Request, state: Node, idempotency_key: IdempotencyKey = None) -> Response:
     """Queue a discovery job; the answer is the job, pending."""
-    job, new = await submit_job(
-        state.jobs,
-        await json_body(request),
-        max_attempts=state.settings.job_max_attempts,
-        idempotency_key=idempotency_key,
-        policy=state.policy,
-    )
+    job, new = await state.node.submit(await json_body(request), idempotency_key=idempotency_key)
     headers = {"Location": f"/v1/jobs/{job.job_id}"}
     if not new:
         headers["Idempotent-Replayed"] = "true"

@@ -21,7 +21,6 @@ from ronin.api.state import NodeState, node
 from ronin.api.wire import DID, KlfAnswer, KlfEnvelope, error_responses
 from ronin.errors import InvalidValue, RoninError, UnsupportedMessage
 from ronin.jobs import klf
-from ronin.jobs.submit import submit_job
 
 router = APIRouter(tags=["klf"], dependencies=[Depends(require_write)])
 Node = Annotated[NodeState, Depends(node)]
@@ -55,13 +54,7 @@ async def receive_message(
     try:
         message = _parse(body)
         reply_to = message.sender
-        job, _ = await submit_job(
-            state.jobs,
-            _task_params(message),
-            max_attempts=state.settings.job_max_attempts,
-            idempotency_key=idempotency_key,
-            policy=state.policy,
-        )
+        job, _ = await state.node.submit(_task_params(message), idempotency_key=idempotency_key)
     except RoninError as exc:
         if exc.http_status >= 500:
             raise

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends, Response
 from ronin.api.auth import require_read, require_write
 from ronin.api.state import NodeState, node
 from ronin.api.wire import SCHEDULE, SCHEDULES, ScheduleRequest, error_responses, json_response
-from ronin.jobs.submit import add_schedule
 from ronin.store.job_models import Schedule
 from ronin.store.storable import check_text
 
@@ -33,9 +32,7 @@ async def list_schedules(state: Node) -> Response:
 async def create_schedule(request: ScheduleRequest, state: Node) -> Response:
     """Run a discovery every ``interval_s`` seconds, the first time now."""
     check_text(request.name, "name")
-    schedule = await add_schedule(
-        state.jobs, request.name, request.params, request.interval_s, policy=state.policy
-    )
+    schedule = await state.node.add_schedule(request.name, request.params, request.interval_s)
     return json_response(SCHEDULE, schedule, status=201)
 
 
