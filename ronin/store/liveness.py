@@ -31,6 +31,8 @@ RETRY_SHARE = 0.2
 #: check is gone 1.4 intervals later (the protocol's bound is 2).
 CONFIRM_SHARE = 0.4
 PRUNE_BATCH = 1_000
+#: Node requests of sightings applied per claim: a scan's worth of new nodes within a few.
+DRAIN_LIMIT = 10_000
 
 Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
 
@@ -44,6 +46,8 @@ class NodeCheck:
     url: str
     service_ids: tuple[str, ...]
     round: int
+    #: A retry confirming a death (some service of the node is suspect), not a routine check.
+    confirming: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,14 +128,16 @@ class LivenessStore:
         self, worker_id: str, batch: int, lease: timedelta, *, now: datetime | None = None
     ) -> list[NodeCheck]:
         """Up to ``batch`` due nodes, leased to ``worker_id`` for ``lease``; no other claimer
-        gets them until the lease lapses or their result is recorded."""
+        gets them until the lease lapses or their result is recorded. What sightings asked
+        of the node checks (new nodes, new addresses) is applied first."""
         if batch < 1 or lease <= timedelta(0):
             raise InvalidValue("batch and lease must be positive", field="batch")
         params = {"worker_id": worker_id, "batch": batch, "lease": lease, "now": now}
         async with pooled_connection(self._pool) as conn:
+            await conn.execute(query("drain_node_requests"), {"now": now, "limit": DRAIN_LIMIT})
             cur = await conn.execute(query("claim_node_checks"), params)
             rows = await cur.fetchall()
-        return [NodeCheck(row[0], row[1], tuple(row[3]), int(row[2])) for row in rows]
+        return [NodeCheck(row[0], row[1], tuple(row[3]), int(row[2]), bool(row[4])) for row in rows]
 
     async def record(
         self,

@@ -143,10 +143,13 @@ async def test_an_upserted_service_gets_its_liveness_and_its_node_check(
         service_id(1, 0): "alive",
         service_id(1, 1): "alive",
     }
-    check = await store.node_check(node_id(1))
-    assert check is not None
-    assert check["descriptor_url"] == url(1)
-    assert check["next_check_at"] <= await server_now(pool)  # a new node is checked at once
+    # The node's check row is requested, and made by the next claim: due at once.
+    assert await store.node_check(node_id(1)) is None
+    check = await claim_one(store, await server_now(pool))
+    assert check == NodeCheck(node_id(1), url(1), (service_id(1, 0), service_id(1, 1)), 1)
+    row = await store.node_check(node_id(1))
+    assert row is not None
+    assert row["lease_holder"] == "w1"
 
 
 async def test_a_resighting_makes_a_gone_service_alive_and_refreshes_its_node(
@@ -164,18 +167,19 @@ async def test_a_resighting_makes_a_gone_service_alive_and_refreshes_its_node(
 
     await service_map.upsert(sightings(1, port=30999))  # seen again, elsewhere
     assert await states(store, service_id(1, 0)) == {service_id(1, 0): "alive"}
+    again = await claim_one(store, await server_now(pool))  # woken: due at once
+    assert again.url == url(1, 30999)
     row = await store.node_check(node_id(1))
     assert row is not None
     assert row["descriptor_url"] == url(1, 30999)
     assert row["parked"] is False
-    again = await claim_one(store, await server_now(pool))
-    assert again.url == url(1, 30999)
 
 
 async def test_removed_services_take_their_rows_with_them(
     service_map: ServiceMap, pool: AsyncConnectionPool[Any], db_url: str
 ) -> None:
     await service_map.upsert(sightings(1, services=2) + sightings(2))
+    await liveness_store(pool).claim_due("w1", 10, LEASE)  # makes the nodes' check rows
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("DELETE FROM discovered_services WHERE service_id = %s", (service_id(1, 0),))
         assert conn.execute("SELECT count(*) FROM node_checks").fetchone() == (2,)

@@ -64,37 +64,60 @@ SELECT DISTINCT ON (node_id) node_id, ronin_descriptor_url(discovery_metadata, e
 FROM discovered_services
 ORDER BY node_id, last_seen DESC;
 
--- Sighted services (new_rows): alive, their nodes known at the address of this sighting and
--- checked at once if they were parked. Shared by the insert and the update triggers.
+-- What sightings ask of node_checks: a new node, a new address, a parked node to wake.
+-- Appended by the triggers and applied by the next claim (``drain_node_requests``), so a
+-- map write never waits for a node_checks row: concurrent upserts touch the same nodes in
+-- any order, and writing node_checks from their triggers deadlocked them.
+CREATE TABLE node_check_requests (
+    request_id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    node_id VARCHAR(255) NOT NULL,
+    descriptor_url TEXT NOT NULL
+);
+
+-- Sighted services: alive (a new one gets its row, one that was not alive is alive again);
+-- their nodes' check rows requested unless they are already as this sighting says. Shared
+-- by the insert and the update triggers. It waits for no lock a map write does not already
+-- hold, except a liveness row a check is recording (and that statement waits for nothing).
 CREATE FUNCTION ronin_liveness_sighted(sighted_ids TEXT[]) RETURNS VOID
 LANGUAGE plpgsql AS $$
 BEGIN
+    UPDATE service_liveness
+    SET state = 'alive', state_since = now(), misses = 0
+    WHERE service_id = ANY (sighted_ids) AND state <> 'alive';
     INSERT INTO service_liveness (service_id, state, state_since)
     SELECT id, 'alive', now() FROM unnest(sighted_ids) AS id
-    ON CONFLICT (service_id) DO UPDATE
-        SET state = 'alive', state_since = now(), misses = 0
-        WHERE service_liveness.state <> 'alive';
-    INSERT INTO node_checks (node_id, descriptor_url, next_check_at)
-    SELECT DISTINCT ON (s.node_id) s.node_id,
-           ronin_descriptor_url(s.discovery_metadata, s.endpoint), now()
-    FROM discovered_services AS s
-    WHERE s.service_id = ANY (sighted_ids)
-    ORDER BY s.node_id, s.last_seen DESC
-    ON CONFLICT (node_id) DO UPDATE
-        SET descriptor_url = excluded.descriptor_url,
-            next_check_at = CASE WHEN node_checks.next_check_at = 'infinity'
-                                 THEN now() ELSE node_checks.next_check_at END
-        WHERE node_checks.descriptor_url IS DISTINCT FROM excluded.descriptor_url
-           OR node_checks.next_check_at = 'infinity';
+    WHERE NOT EXISTS (SELECT FROM service_liveness AS l WHERE l.service_id = id)
+    ON CONFLICT (service_id) DO NOTHING;
+    INSERT INTO node_check_requests (node_id, descriptor_url)
+    SELECT wanted.node_id, wanted.descriptor_url
+    FROM (
+        SELECT DISTINCT ON (s.node_id) s.node_id,
+               ronin_descriptor_url(s.discovery_metadata, s.endpoint) AS descriptor_url
+        FROM discovered_services AS s
+        WHERE s.service_id = ANY (sighted_ids)
+        ORDER BY s.node_id, s.last_seen DESC
+    ) AS wanted
+    WHERE NOT EXISTS (
+        SELECT FROM node_checks AS c
+        WHERE c.node_id = wanted.node_id
+          AND c.descriptor_url = wanted.descriptor_url
+          AND c.next_check_at <> 'infinity'
+    );
 END
 $$;
 
--- Nodes of node_ids that no longer hold any service: their check rows go.
+-- Nodes of node_ids that no longer hold any service: their check rows go, locked in node_id
+-- order (as every writer of several node_checks rows locks them) so that none deadlocks.
 CREATE FUNCTION ronin_node_checks_forget(node_ids TEXT[]) RETURNS VOID
 LANGUAGE sql AS $$
     DELETE FROM node_checks AS c
-    WHERE c.node_id = ANY (node_ids)
-      AND NOT EXISTS (SELECT FROM discovered_services AS s WHERE s.node_id = c.node_id)
+    WHERE c.node_id IN (
+        SELECT e.node_id FROM node_checks AS e
+        WHERE e.node_id = ANY (node_ids)
+          AND NOT EXISTS (SELECT FROM discovered_services AS s WHERE s.node_id = e.node_id)
+        ORDER BY e.node_id
+        FOR UPDATE
+    )
 $$;
 
 CREATE FUNCTION ronin_liveness_inserted() RETURNS TRIGGER
@@ -137,7 +160,7 @@ BEGIN
 END
 $$;
 
--- Once per statement, as the capability triggers: a batch of 2,000 sightings costs three
+-- Once per statement, as the capability triggers: a batch of 2,000 sightings costs a few
 -- set-based statements, and a re-sighting of an alive service on a known node writes nothing.
 CREATE TRIGGER trg_service_liveness_insert
     AFTER INSERT ON discovered_services

@@ -1,11 +1,43 @@
 -- The live map's SQL (PROTOCOL.md section 8): claiming node checks, recording what they found,
 -- retention. Time is %(now)s when a caller (a test) gives it, else the server's clock.
 
+-- name: drain_node_requests
+-- Apply what sightings asked of node_checks (migration 0004's node_check_requests), oldest
+-- first, the latest address per node winning: a new node is due at once, a known one takes
+-- the new address, a parked one wakes. Rows are taken SKIP LOCKED, so claimers drain side by
+-- side, and written in node_id order, as every writer of several node rows does.
+WITH clock AS (
+    SELECT coalesce(%(now)s::timestamptz, now()) AS now
+), taken AS (
+    DELETE FROM node_check_requests AS q
+    WHERE q.request_id IN (
+        SELECT request_id FROM node_check_requests
+        ORDER BY request_id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING q.request_id, q.node_id, q.descriptor_url
+)
+INSERT INTO node_checks (node_id, descriptor_url, next_check_at)
+SELECT latest.node_id, latest.descriptor_url, clock.now
+FROM (
+    SELECT DISTINCT ON (node_id) node_id, descriptor_url
+    FROM taken
+    ORDER BY node_id, request_id DESC
+) AS latest, clock
+WHERE EXISTS (SELECT FROM discovered_services AS s WHERE s.node_id = latest.node_id)
+ORDER BY latest.node_id
+ON CONFLICT (node_id) DO UPDATE SET
+    descriptor_url = excluded.descriptor_url,
+    next_check_at = CASE WHEN node_checks.next_check_at = 'infinity'
+                         THEN excluded.next_check_at ELSE node_checks.next_check_at END
+
 -- name: claim_node_checks
 -- Up to %(batch)s due nodes, oldest due first, none another claimer holds (SKIP LOCKED): each
 -- gets a new round and a lease, and its next_check_at moves to the lease's end, so a node
 -- whose claimer died is due again when the lease lapses. A due node whose every service is
--- gone is parked at 'infinity' instead (a sighting wakes it) and not returned.
+-- gone is parked at 'infinity' instead (a sighting wakes it) and not returned. confirming:
+-- the check retries a failure to confirm a death (some service of the node is suspect).
 WITH clock AS (
     SELECT coalesce(%(now)s::timestamptz, now()) AS now
 ), due AS (
@@ -34,9 +66,11 @@ WITH clock AS (
     RETURNING c.node_id, c.descriptor_url, c.round, live.live
 )
 SELECT claimed.node_id, claimed.descriptor_url, claimed.round,
-       array_agg(s.service_id ORDER BY s.service_id) AS service_ids
+       array_agg(s.service_id ORDER BY s.service_id) AS service_ids,
+       coalesce(bool_or(l.state = 'suspect'), false) AS confirming
 FROM claimed
 JOIN discovered_services AS s ON s.node_id = claimed.node_id
+LEFT JOIN service_liveness AS l ON l.service_id = s.service_id
 WHERE claimed.live
 GROUP BY claimed.node_id, claimed.descriptor_url, claimed.round
 ORDER BY claimed.node_id
@@ -55,6 +89,19 @@ WITH clock AS (
     SELECT *
     FROM unnest(%(node_ids)s::text[], %(rounds)s::bigint[], %(answered)s::boolean[],
                 %(urls)s::text[]) AS r(node_id, round, answered, url)
+), current AS (
+    -- The nodes whose lease the results still hold, locked in node_id order; one another
+    -- statement holds is skipped (its result is lost, its lease lapses, it is checked again),
+    -- so recording never waits for a lock and cannot deadlock.
+    SELECT c.node_id, r.answered, r.url
+    FROM node_checks AS c
+    JOIN result AS r ON r.node_id = c.node_id
+    CROSS JOIN clock
+    WHERE c.round = r.round
+      AND c.lease_holder = %(worker_id)s::text
+      AND c.lease_expires_at > clock.now
+    ORDER BY c.node_id
+    FOR NO KEY UPDATE OF c SKIP LOCKED
 ), accepted AS (
     UPDATE node_checks AS c SET
         lease_holder = NULL,
@@ -63,11 +110,8 @@ WITH clock AS (
                                          ELSE %(retry)s::interval END,
         descriptor_url = coalesce(r.url, c.descriptor_url),
         last_answered_at = CASE WHEN r.answered THEN clock.now ELSE c.last_answered_at END
-    FROM result AS r, clock
+    FROM current AS r, clock
     WHERE c.node_id = r.node_id
-      AND c.round = r.round
-      AND c.lease_holder = %(worker_id)s::text
-      AND c.lease_expires_at > clock.now
     RETURNING c.node_id, r.answered
 ), listed AS (
     SELECT *
@@ -85,6 +129,8 @@ WITH clock AS (
     FROM accepted AS a
     JOIN discovered_services AS s ON s.node_id = a.node_id
     JOIN service_liveness AS l ON l.service_id = s.service_id
+    -- A service a sighting or a removal holds right now is left to it.
+    FOR NO KEY UPDATE OF s, l SKIP LOCKED
 ), rules AS (
     SELECT *
     FROM unnest(%(rule_states)s::text[], %(rule_events)s::text[], %(rule_guarded)s::boolean[],
