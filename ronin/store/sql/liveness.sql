@@ -41,14 +41,14 @@ ON CONFLICT (node_id) DO UPDATE SET
 WITH clock AS (
     SELECT coalesce(%(now)s::timestamptz, now()) AS now
 ), due AS (
-    SELECT c.node_id
+    SELECT c.ctid AS row_id, c.node_id
     FROM node_checks AS c, clock
     WHERE c.next_check_at <= clock.now
     ORDER BY c.next_check_at
     LIMIT %(batch)s
     FOR UPDATE OF c SKIP LOCKED
 ), live AS (
-    SELECT due.node_id, EXISTS (
+    SELECT due.row_id, due.node_id, EXISTS (
         SELECT FROM discovered_services AS s
         JOIN service_liveness AS l ON l.service_id = s.service_id
         WHERE s.node_id = due.node_id AND l.state <> 'gone'
@@ -62,7 +62,9 @@ WITH clock AS (
         next_check_at = CASE WHEN live.live THEN clock.now + %(lease)s::interval
                              ELSE 'infinity' END
     FROM live, clock
-    WHERE c.node_id = live.node_id
+    -- By the rows' addresses, which their locks keep still: a TID scan whatever the plan.
+    WHERE c.ctid = ANY (ARRAY(SELECT row_id FROM live))
+      AND c.ctid = live.row_id
     RETURNING c.node_id, c.descriptor_url, c.round, live.live
 )
 SELECT claimed.node_id, claimed.descriptor_url, claimed.round,
@@ -93,11 +95,12 @@ WITH clock AS (
     -- The nodes whose lease the results still hold, locked in node_id order; one another
     -- statement holds is skipped (its result is lost, its lease lapses, it is checked again),
     -- so recording never waits for a lock and cannot deadlock.
-    SELECT c.node_id, r.answered, r.url
+    SELECT c.ctid AS row_id, c.node_id, r.answered, r.url
     FROM node_checks AS c
     JOIN result AS r ON r.node_id = c.node_id
     CROSS JOIN clock
-    WHERE c.round = r.round
+    WHERE c.node_id = ANY (%(node_ids)s::text[])  -- the primary key, whatever the estimates
+      AND c.round = r.round
       AND c.lease_holder = %(worker_id)s::text
       AND c.lease_expires_at > clock.now
     ORDER BY c.node_id
@@ -111,7 +114,8 @@ WITH clock AS (
         descriptor_url = coalesce(r.url, c.descriptor_url),
         last_answered_at = CASE WHEN r.answered THEN clock.now ELSE c.last_answered_at END
     FROM current AS r, clock
-    WHERE c.node_id = r.node_id
+    WHERE c.ctid = ANY (ARRAY(SELECT row_id FROM current))
+      AND c.ctid = r.row_id
     RETURNING c.node_id, r.answered
 ), listed AS (
     SELECT *
