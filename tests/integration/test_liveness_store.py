@@ -7,6 +7,7 @@ Time is driven by passing ``now`` (offsets from the server's clock), never by sl
 from __future__ import annotations
 
 import asyncio
+import random
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -407,3 +408,43 @@ async def test_prune_removes_services_gone_for_longer_than_the_retention(
     }
     assert await store.node_check(node_id(2)) is None  # no service left: no check
     assert await store.node_check(node_id(1)) is not None
+
+
+# -- concurrency -----------------------------------------------------------------------------
+
+
+async def test_map_writes_and_checks_at_once_neither_fail_nor_lose_a_row(
+    service_map: ServiceMap, pool: AsyncConnectionPool[Any], db_url: str
+) -> None:
+    store = liveness_store(pool)
+    nodes = range(30)
+    await service_map.upsert([s for n in nodes for s in sightings(n, services=4)])
+    start = await server_now(pool) + timedelta(seconds=1)
+
+    async def write(writer: int) -> None:
+        for sweep in range(3):
+            batch = [s for n in nodes for s in sightings(n, services=4, port=30437 + sweep)]
+            random.Random(writer * 10 + sweep).shuffle(batch)
+            await service_map.upsert(batch, batch_size=10)
+
+    async def check(worker: str) -> None:
+        at = start
+        for step in range(12):
+            checks = await store.claim_due(worker, 7, LEASE, now=at)
+            results: list[Answered | CheckFailed] = [
+                CheckFailed(c, "refused") if (step + i) % 3 else answered(c, *c.service_ids[1:])
+                for i, c in enumerate(checks)
+            ]
+            await store.record(worker, results, now=at)
+            at += store.timing.retry
+
+    await asyncio.gather(*(write(w) for w in range(4)), check("w1"), check("w2"))
+    with psycopg.connect(db_url) as conn:
+        orphans = conn.execute(
+            "SELECT count(*) FROM discovered_services AS s WHERE NOT EXISTS "
+            "(SELECT FROM service_liveness AS l WHERE l.service_id = s.service_id)"
+        ).fetchone()
+    assert orphans == (0,)
+    await store.claim_due("w3", 1, LEASE)  # applies what the sightings asked
+    rows = [await store.node_check(node_id(n)) for n in nodes]
+    assert all(row is not None for row in rows)

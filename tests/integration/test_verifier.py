@@ -7,6 +7,7 @@ Fetches are real; the liveness clock is driven through ``run_once(now=...)``, ne
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
@@ -234,3 +235,37 @@ async def test_a_fetch_that_raises_is_a_failed_check(
     assert (report.claimed, report.failed) == (FLEET, FLEET)
     assert checker.counts.checks == {"verify_error": FLEET}
     assert (await states(pool)) == {"suspect": fleet.service_ids(*range(FLEET))}
+
+
+async def test_the_loop_checks_what_is_due_and_stops_when_asked(
+    service_map: ServiceMap,
+    pool: AsyncConnectionPool[Any],
+    session: aiohttp.ClientSession,
+    fleet: Fleet,
+) -> None:
+    await discover(service_map, session, fleet)
+    checker = Verifier(
+        LivenessStore(pool, Timing.of(INTERVAL)),
+        fetcher(session),
+        VerifierOptions(worker_id="v1", batch=5, fetch_timeout_s=3.0, idle_s=0.05),
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(checker.run(stop))
+
+    async def checked() -> int:
+        async with pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT count(*) FROM service_liveness WHERE last_checked IS NOT NULL"
+            )
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    everything = fleet.service_ids(*range(FLEET))
+    for _ in range(600):  # a bound for a broken loop only; it takes a fraction of a second
+        if await checked() == len(everything) or running.done():
+            break
+        await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.wait_for(running, timeout=30)
+    assert checker.counts.checks == {"answered": FLEET}  # each node once: batches of 5, 5, 2
+    assert await states(pool) == {"alive": everything}
