@@ -86,6 +86,22 @@ class GuardWindow:
         failures, checked = self.sample(at)
         return share_trips(failures, checked, fraction=self.fraction, min_sample=self.min_sample)
 
+    def holds(self, at: float, *, held: bool) -> bool:
+        """Whether the share keeps (or puts) the guard on, given whether it ``held`` before.
+
+        Tripping needs ``min_sample`` checks; staying on needs only a share still over the
+        fraction, and an empty window changes nothing. Under the guard failing nodes are
+        checked once an interval, so the window holds few of them in a small map: without this
+        the guard would let go mid-partition for want of a sample, and the deaths it had held
+        back would be confirmed.
+        """
+        failures, checked = self.sample(at)
+        if checked == 0:
+            return held
+        if failures / checked > self.fraction:
+            return held or checked >= self.min_sample
+        return False
+
     def _expire(self, at: float) -> None:
         cutoff = at - self.window_s
         while self._latest and next(iter(self._latest.values()))[0] <= cutoff:

@@ -169,7 +169,7 @@ class Verifier:
         check failed: with none, there is nothing to protect."""
         if not any(map(failed, results)):
             return ()
-        reasons = ["share"] if self._window.trips(at) else []
+        reasons = ["share"] if self._window.holds(at, held=self._guard_holds) else []
         for name, self_check in self._self_checks.items():
             try:
                 await self_check()

@@ -315,8 +315,8 @@ async def test_the_guard_makes_failures_unverified_never_gone_and_success_heals(
         service_id(2, 0): "suspect",
     }
     at += INTERVAL - store.timing.retry
-    for _ in range(10):  # long past the confirmation period
-        at += store.timing.retry
+    for step in range(10):  # long past the confirmation period
+        at += store.timing.retry if step == 0 else INTERVAL  # checked once an interval
         checks = await store.claim_due("w1", 10, LEASE, now=at)
         assert len(checks) == 2
         recorded = await store.record(
@@ -327,7 +327,8 @@ async def test_the_guard_makes_failures_unverified_never_gone_and_success_heals(
         service_id(1, 0): "unverified",
         service_id(2, 0): "unverified",
     }
-    at += store.timing.retry
+    assert await store.claim_due("w1", 10, LEASE, now=at + INTERVAL / 2) == []
+    at += INTERVAL
     checks = await store.claim_due("w1", 10, LEASE, now=at)
     await store.record("w1", [answered(c, *c.service_ids) for c in checks], now=at)
     assert await states(store, service_id(1, 0), service_id(2, 0)) == {

@@ -22,7 +22,7 @@ from ronin.beacon import BeaconServer, demo_descriptor
 from ronin.discovery.http_probe import Failed, Fetched, fetch_descriptor, new_session
 from ronin.discovery.policy import ScopePolicy, parse_networks
 from ronin.discovery.sightings import observe
-from ronin.jobs.verifier import Verifier, VerifierOptions
+from ronin.jobs.verifier import BatchReport, Verifier, VerifierOptions
 from ronin.store.liveness import LivenessStore, Timing
 from ronin.store.services import ServiceMap
 from tests.support.fleet import addresses, free_port
@@ -181,8 +181,9 @@ async def test_when_every_beacon_stops_the_guard_keeps_them_unverified_then_they
         assert (report.claimed, report.failed, report.guarded) == (FLEET, FLEET, True)
         assert report.reasons == ("share",)
         assert await states(pool) == {"unverified": everything}
-        at += RETRY
+        at += INTERVAL  # under the guard, failing nodes are checked once an interval
     assert checker.counts.guard_trips == 1
+    assert await checker.run_once(now=at - INTERVAL + RETRY) == BatchReport(0, 0, True, None)
 
     await fleet.start(*range(FLEET))
     healed = await checker.run_once(now=at)

@@ -96,3 +96,20 @@ def test_retries_confirming_a_death_do_not_weigh_in_the_share() -> None:
         window.add(at, failures(range(9, 10), confirming=True))
     assert window.sample(6.0) == (1, 10)
     assert not window.trips(6.0)
+
+
+def test_once_on_the_guard_stays_on_while_the_share_stays_high_however_thin_the_sample() -> None:
+    window = GuardWindow(window_s=12.0)
+    window.add(0.0, failures(range(3)))
+    assert not window.holds(0.0, held=False)  # 3 checks: too few to trip
+    assert window.holds(0.0, held=True)  # but enough to stay on
+    assert window.holds(30.0, held=True)  # an empty window changes nothing
+    assert not window.holds(30.0, held=False)
+
+
+def test_the_guard_lets_go_once_the_share_falls_to_the_fraction() -> None:
+    window = GuardWindow(window_s=12.0)
+    window.add(0.0, answers(range(2)) + failures(range(2, 3)))
+    assert window.holds(0.0, held=True)  # 1 of 3 is still over 30 %
+    window.add(1.0, answers(range(3, 7)))
+    assert not window.holds(1.0, held=True)  # 1 of 7 is not

@@ -80,8 +80,8 @@ ORDER BY claimed.node_id
 -- name: record_checks
 -- A batch of check results in one statement. Only a result whose lease still holds (same
 -- holder, same round, not lapsed) counts: a stale one changes nothing. Its node is due again
--- after the interval (answered) or the retry delay (failed); each of the node's services
--- moves as the rules table (ronin/store/liveness_rules.py) says for its state, its event
+-- after the interval (answered, or failed under the guard) or the retry delay; each of its
+-- services moves as the rules table (ronin/store/liveness_rules.py) says for its state, event
 -- (listed, absent or failed), the guard, and whether it has been suspect for the whole
 -- confirmation period; a listed service's last_seen becomes now. The rule is joined on the
 -- row being updated (l), so a state a concurrent sighting just wrote is the one it applies to.
@@ -109,7 +109,10 @@ WITH clock AS (
     UPDATE node_checks AS c SET
         lease_holder = NULL,
         lease_expires_at = NULL,
-        next_check_at = clock.now + CASE WHEN r.answered THEN %(interval)s::interval
+        -- A failure is retried sooner to confirm a death; under the guard it is not: Ronin
+        -- suspects itself and slows down, instead of probing a partition five times as often.
+        next_check_at = clock.now + CASE WHEN r.answered OR %(guarded)s::boolean
+                                         THEN %(interval)s::interval
                                          ELSE %(retry)s::interval END,
         descriptor_url = coalesce(r.url, c.descriptor_url),
         last_answered_at = CASE WHEN r.answered THEN clock.now ELSE c.last_answered_at END
