@@ -171,6 +171,8 @@ class LivenessStore:
             "urls": [r.url if isinstance(r, Answered) else None for r in results],
             "listed_nodes": [node for node, _ in listed],
             "listed_services": [sid for _, sid in listed],
+            "held_nodes": [r.check.node_id for r in results for _ in r.check.service_ids],
+            "held_services": [sid for r in results for sid in r.check.service_ids],
             **_RULE_PARAMS,
         }
         async with pooled_connection(self._pool) as conn:

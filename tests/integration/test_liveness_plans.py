@@ -68,7 +68,8 @@ def test_claiming_walks_the_due_index_and_reads_only_the_claimed_nodes(large_map
 
 
 def test_recording_a_batch_reads_only_its_nodes_services(large_map: str) -> None:
-    node_ids = [f"did:kos:node:{n}" for n in range(0, 5000, 50)]
+    numbers = range(0, 5000, 50)
+    node_ids = [f"did:kos:node:{n}" for n in numbers]
     params = {
         "worker_id": "w1",
         "now": None,
@@ -80,6 +81,12 @@ def test_recording_a_batch_reads_only_its_nodes_services(large_map: str) -> None
         "rounds": [1] * len(node_ids),
         "answered": [True] * len(node_ids),
         "urls": [None] * len(node_ids),
+        "held_nodes": [n for n in node_ids for _ in range(4)],
+        "held_services": [
+            f"did:kos:service:{int(n.rsplit(':', 1)[1]) * 4 + k:06d}"
+            for n in node_ids
+            for k in range(4)
+        ],
         "listed_nodes": node_ids,
         "listed_services": [
             f"did:kos:service:{int(n.rsplit(':', 1)[1]) * 4:06d}" for n in node_ids

@@ -449,3 +449,19 @@ async def test_map_writes_and_checks_at_once_neither_fail_nor_lose_a_row(
     await store.claim_due("w3", 1, LEASE)  # applies what the sightings asked
     rows = [await store.node_check(node_id(n)) for n in nodes]
     assert all(row is not None for row in rows)
+
+
+async def test_a_service_sighted_after_the_claim_is_not_judged_by_that_check(
+    service_map: ServiceMap, pool: AsyncConnectionPool[Any]
+) -> None:
+    store = liveness_store(pool)
+    await service_map.upsert(sightings(1))
+    at = await server_now(pool) + timedelta(seconds=1)
+    check = await claim_one(store, at)
+    await service_map.upsert(sightings(1, services=2))  # a second service, found meanwhile
+    recorded = await store.record("w1", [answered(check, service_id(1, 0))], now=at)
+    assert recorded.transitions == {}
+    assert await states(store, service_id(1, 0), service_id(1, 1)) == {
+        service_id(1, 0): "alive",
+        service_id(1, 1): "alive",
+    }

@@ -124,7 +124,12 @@ WITH clock AS (
     SELECT *
     FROM unnest(%(listed_nodes)s::text[], %(listed_services)s::text[])
         AS listed(node_id, service_id)
+), held AS (
+    SELECT *
+    FROM unnest(%(held_nodes)s::text[], %(held_services)s::text[]) AS held(node_id, service_id)
 ), checked AS (
+    -- The services the claim handed over that the node still holds: one sighted since the
+    -- claim is not judged by a fetch that may have come before it.
     SELECT s.service_id, l.state AS from_state,
            CASE WHEN NOT a.answered THEN 'failed'
                 WHEN EXISTS (
@@ -134,7 +139,8 @@ WITH clock AS (
                 ELSE 'absent'
            END AS event
     FROM accepted AS a
-    JOIN discovered_services AS s ON s.node_id = a.node_id
+    JOIN held AS h ON h.node_id = a.node_id
+    JOIN discovered_services AS s ON s.service_id = h.service_id AND s.node_id = a.node_id
     JOIN service_liveness AS l ON l.service_id = s.service_id
     -- A service a sighting or a removal holds right now is left to it.
     FOR NO KEY UPDATE OF s, l SKIP LOCKED
