@@ -2,8 +2,10 @@
 --
 -- Beside the seed table, never in it: discovered_services keeps its columns, and its
 -- last_seen keeps its meaning (the last time the service was seen or verified). The triggers
--- below keep both new tables in step with the map, so rows written by hand are covered too,
--- and they are where the change feed (section 9) can log in the same transaction.
+-- below keep both new tables in step with the map, so rows written by hand are covered too
+-- (node_checks through node_check_requests, applied by the next claim). State changes are
+-- UPDATEs of service_liveness, and map changes statements on discovered_services: triggers
+-- there are where the change feed (section 9) can log in the same transaction.
 
 -- One row per service: where it is in the state machine (ronin/store/liveness_rules.py).
 -- Rewritten at every check of its node, so nothing but the key is indexed except the
