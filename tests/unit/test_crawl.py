@@ -9,7 +9,7 @@ import json
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any, cast
@@ -172,6 +172,16 @@ async def test_depth_bounds_how_far_peers_are_followed(depth: int, reached: list
     assert job.service_ids() == services_of(net, *reached)
     assert result["stats"]["nodes"] == len(reached)
     assert job.saved[-1][0]["level"] == depth
+
+
+async def test_a_network_target_reaches_the_crawl_parsed() -> None:
+    """The crawl sweeps the network its params carry, parsed once at submission: the target's
+    text (one address here) is never parsed again."""
+    net = FakeNet(graph({"127.0.0.1": [], "127.0.0.2": []}))
+    wider = replace(params("127.0.0.1/32", 1), network=ipaddress.ip_network("127.0.0.0/30"))
+    job = FakeJob(wider)
+    await crawl(job, net)
+    assert set(net.calls) == {origin("127.0.0.1"), origin("127.0.0.2")}
 
 
 async def test_a_cycle_ends_and_no_address_is_fetched_twice() -> None:
