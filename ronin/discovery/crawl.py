@@ -25,7 +25,7 @@ from dns.asyncresolver import Resolver
 from ronin import metrics
 from ronin.config import Peer
 from ronin.discovery import dns_sd, leads
-from ronin.discovery.crawl_state import CrawlState, Rank
+from ronin.discovery.crawl_state import CrawlReport, CrawlState, Rank
 from ronin.discovery.descriptor import DESCRIPTOR_PATH, NodeDescriptor, base_url
 from ronin.discovery.hosts import ProbeUrl, UnsafeUrl, parse_probe_url
 from ronin.discovery.http_probe import (
@@ -98,8 +98,8 @@ class Crawl:
         self._last_flush = time.monotonic()
         self._rate = RateLimit(options.rate)
 
-    async def run(self) -> dict[str, Any]:
-        """Run the job to its end; the extra result fields (stats) it reports."""
+    async def run(self) -> CrawlReport:
+        """Run the job to its end; what it reports for the job's result (stats, mismatches)."""
         supported = [p for p in self.params.protocols if self._supports(p)]
         for protocol in self.params.protocols:
             if protocol not in supported:
@@ -128,7 +128,7 @@ class Crawl:
             await self._levels()
         await self._flush()
         await self._report(force=True, message="done")
-        return {"stats": self.state.stats, "mismatches": self.state.mismatches}
+        return self.state.report()
 
     async def _levels(self) -> None:
         """Level 1, then each level of peers, up to the job's depth or until none are new."""
@@ -456,7 +456,7 @@ def _is_http(url: str) -> bool:
     return urlsplit(url).scheme in ("http", "https")
 
 
-async def run_discovery(context: DiscoveryJob, options: DiscoveryOptions) -> dict[str, Any]:
+async def run_discovery(context: DiscoveryJob, options: DiscoveryOptions) -> CrawlReport:
     """The discovery executor's body: one attempt of one job."""
     try:
         return await Crawl(context, options).run()
