@@ -34,7 +34,7 @@ from ronin.discovery.params import DEFAULT_PROTOCOLS, KOS_PORT, target_from_text
 from ronin.errors import Interrupted, JobFinished, RoninError
 from ronin.jobs.follow import JobEvents, follow_job
 from ronin.node import open_node
-from ronin.store.job_models import Job
+from ronin.store.job_models import Job, JobResult
 from ronin.store.jobs import JobStore
 
 PROMPT_TIMEOUT_S = 15.0
@@ -205,7 +205,7 @@ async def _updates(jobs: AsyncIterator[Job]) -> AsyncIterator[Update]:
 def print_summary(job: Job, console: Console) -> None:
     """The job's status; what it counted (if it probed anything); its error, once."""
     console.print(f"job {job.job_id}: [bold]{job.status}[/]", highlight=False)
-    rows = _tallies(job.result or {})
+    rows = _tallies(job.summary())
     if any(count for _, count in rows):
         table = Table(show_header=False)
         for label, count in rows:
@@ -218,23 +218,19 @@ def print_summary(job: Job, console: Console) -> None:
         )
 
 
-def _tallies(result: dict[str, Any]) -> list[tuple[str, int]]:
+def _tallies(result: JobResult) -> list[tuple[str, int]]:
     """Hosts probed, nodes, services new/refreshed, conflicts and failures by reason."""
-    stats = result.get("stats", {})
-    services = result.get("services", {})
     rows = [
-        ("hosts probed", stats.get("hosts_probed", 0)),
-        ("no kOS port open", sum(n for key, n in stats.items() if key.startswith("closed_"))),
-        ("nodes", stats.get("nodes", 0)),
-        ("services new", services.get("new", 0)),
-        ("services refreshed", services.get("refreshed", 0)),
-        ("conflicts", result.get("conflict_count", 0)),
+        ("hosts probed", result.hosts_probed),
+        ("no kOS port open", result.ports_closed),
+        ("nodes", result.nodes),
+        ("services new", result.found.new),
+        ("services refreshed", result.found.refreshed),
+        ("conflicts", result.conflict_count),
     ]
-    if result.get("mismatches"):
-        rows.append(("node_id mismatches", len(result["mismatches"])))
-    rows += [
-        (f"failed: {reason}", n) for reason, n in sorted(result.get("failed_probes", {}).items())
-    ]
+    if result.mismatches:
+        rows.append(("node_id mismatches", len(result.mismatches)))
+    rows += [(f"failed: {reason}", n) for reason, n in sorted(result.failed_probes.items())]
     return rows
 
 

@@ -11,7 +11,6 @@ with each progress report lets a re-claimed job resume instead of starting over.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -26,7 +25,7 @@ from dns.asyncresolver import Resolver
 from ronin import metrics
 from ronin.config import Peer
 from ronin.discovery import dns_sd, leads
-from ronin.discovery.crawl_state import CrawlState, Rank
+from ronin.discovery.crawl_state import CrawlReport, CrawlState, Rank
 from ronin.discovery.descriptor import DESCRIPTOR_PATH, NodeDescriptor, base_url
 from ronin.discovery.hosts import ProbeUrl, UnsafeUrl, parse_probe_url
 from ronin.discovery.http_probe import (
@@ -45,7 +44,7 @@ from ronin.discovery.policy import ScopePolicy
 from ronin.discovery.sightings import observe
 from ronin.discovery.sweep import RateLimit, open_ports
 from ronin.discovery.sweep_stage import OpenPorts, SweepStage, new_sweep
-from ronin.discovery.targets import Probe, Sweep
+from ronin.discovery.targets import Network, Probe, Sweep
 from ronin.errors import ScanFailed
 from ronin.store.models import ServiceFilter, Sighting
 
@@ -99,8 +98,8 @@ class Crawl:
         self._last_flush = time.monotonic()
         self._rate = RateLimit(options.rate)
 
-    async def run(self) -> dict[str, Any]:
-        """Run the job to its end; the extra result fields (stats) it reports."""
+    async def run(self) -> CrawlReport:
+        """Run the job to its end; what it reports for the job's result (stats, mismatches)."""
         supported = [p for p in self.params.protocols if self._supports(p)]
         for protocol in self.params.protocols:
             if protocol not in supported:
@@ -129,7 +128,7 @@ class Crawl:
             await self._levels()
         await self._flush()
         await self._report(force=True, message="done")
-        return {"stats": self.state.stats, "mismatches": self.state.mismatches}
+        return self.state.report()
 
     async def _levels(self) -> None:
         """Level 1, then each level of peers, up to the job's depth or until none are new."""
@@ -163,8 +162,8 @@ class Crawl:
 
     def _check_target_scope(self) -> None:
         """FORBIDDEN_TARGET before the first packet (PROTOCOL.md section 6)."""
-        if self.params.target_type == "network_cidr":
-            self.options.policy.check_target(ipaddress.ip_network(self.params.target))
+        if self.params.network is not None:
+            self.options.policy.check_target(self.params.network)
 
     async def _first_level(self) -> None:
         state = self.state
@@ -174,22 +173,20 @@ class Crawl:
             await self._peer_level(MDNS_PHASE)
             state.mdns_done = True
             state.frontier = []
-        if self.params.target_type == "network_cidr":
+        if self.params.network is not None:
             if "http-api" in self.params.protocols:
-                await self._sweep_network()
+                await self._sweep_network(self.params.network)
             return
         if state.level == 1 and not state.frontier:
             state.frontier = await self._initial_urls()
         await self._peer_level(TARGET_PHASE)
 
     async def _mdns_urls(self) -> list[str]:
-        network = (
-            ipaddress.ip_network(self.params.target)
-            if self.params.target_type == "network_cidr"
-            else None
-        )
         found = await leads.from_mdns(
-            self.params.mdns_window_s, self.options.mdns_interfaces, self.options.policy, network
+            self.params.mdns_window_s,
+            self.options.mdns_interfaces,
+            self.options.policy,
+            self.params.network,
         )
         return self._follow(found)
 
@@ -239,8 +236,7 @@ class Crawl:
             urls.append(lead.url)
         return urls
 
-    async def _sweep_network(self) -> None:
-        network = ipaddress.ip_network(self.params.target)
+    async def _sweep_network(self, network: Network) -> None:
         self.sweep = new_sweep(network, self.params.ports, self.context.job_id, self.state.sweep)
         stage = SweepStage(
             self.sweep,
@@ -392,11 +388,12 @@ class Crawl:
 
     def _swept(self, target: ProbeUrl) -> bool:
         """True when level 1's sweep already covered this address and port."""
+        network = self.params.network
         return (
-            self.params.target_type == "network_cidr"
+            network is not None
             and target.scheme == "http"
             and target.address is not None
-            and target.address in ipaddress.ip_network(self.params.target)
+            and target.address in network
             and target.port in self.params.ports
         )
 
@@ -459,7 +456,7 @@ def _is_http(url: str) -> bool:
     return urlsplit(url).scheme in ("http", "https")
 
 
-async def run_discovery(context: DiscoveryJob, options: DiscoveryOptions) -> dict[str, Any]:
+async def run_discovery(context: DiscoveryJob, options: DiscoveryOptions) -> CrawlReport:
     """The discovery executor's body: one attempt of one job."""
     try:
         return await Crawl(context, options).run()

@@ -11,9 +11,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ronin.store.job_models import Mismatch
+
 #: Where a probe comes in its job's probe order: (level, phase, position), compared as a
 #: tuple. Of two nodes claiming one service_id in a job, the earlier-ranked owns it.
 Rank = tuple[int, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class CrawlReport:
+    """What a crawl reports for its job's result beyond the job's own tallies."""
+
+    stats: Mapping[str, int]
+    mismatches: tuple[Mismatch, ...]
 
 
 def _starting_stats() -> dict[str, int]:
@@ -61,6 +71,10 @@ class CrawlState:
             "paths": dict(self.paths),
             "mdns_done": self.mdns_done,
         }
+
+    def report(self) -> CrawlReport:
+        """The stats and mismatches, for the job's result (copies: the state may go on)."""
+        return CrawlReport(dict(self.stats), tuple(Mismatch.from_json(m) for m in self.mismatches))
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Mapping[str, Any] | None) -> CrawlState:

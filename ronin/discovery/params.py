@@ -52,6 +52,13 @@ class JobParams:
     concurrency: int | None = None
     rate: float | None = None
     mdns_window_s: float = DEFAULT_MDNS_WINDOW_S
+    #: A ``network_cidr`` target as parsed (``target`` is its text), so nothing parses it
+    #: again; None for a domain or a DID.
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
+
+    def __post_init__(self) -> None:
+        if (self.network is not None) != (self.target_type == "network_cidr"):
+            raise ValueError("a network target, and only one, has its parsed network")
 
 
 def parse_params(params: Any) -> JobParams:
@@ -65,10 +72,11 @@ def parse_params(params: Any) -> JobParams:
         check_json(params, "params")
     except UnstorableValue as exc:
         raise InvalidTarget(exc.message, field=exc.field) from None
-    target_type, target = _target(params.get("target"))
+    target_type, target, network = _target(params.get("target"))
     return JobParams(
         target_type=target_type,
         target=target,
+        network=network,
         protocols=_protocols(params.get("protocols", list(DEFAULT_PROTOCOLS))),
         depth=_depth(params.get("depth", DEFAULT_DEPTH)),
         ports=_ports(params.get("ports", [KOS_PORT])),
@@ -112,7 +120,9 @@ def json_schema() -> dict[str, Any]:
     return schema
 
 
-def _target(target: Any) -> tuple[TargetType, str]:
+def _target(
+    target: Any,
+) -> tuple[TargetType, str, ipaddress.IPv4Network | ipaddress.IPv6Network | None]:
     if not isinstance(target, Mapping):
         raise InvalidTarget("target must be an object with type and value", field="target")
     extra = sorted(str(key) for key in target if key not in ("type", "value"))
@@ -130,10 +140,11 @@ def _target(target: Any) -> tuple[TargetType, str]:
             field="target.value",
         )
     if kind == "network_cidr":
-        return kind, str(parse_network(value))
+        network = parse_network(value)
+        return kind, str(network), network
     if kind == "domain":
-        return kind, parse_domain(value, field="target.value")
-    return kind, parse_did(value)
+        return kind, parse_domain(value, field="target.value"), None
+    return kind, parse_did(value), None
 
 
 def target_from_text(text: str) -> tuple[TargetType, str]:

@@ -6,11 +6,13 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
+from ronin.discovery.crawl_state import CrawlReport
 from ronin.discovery.params import JobParams
-from ronin.store.job_models import ClaimedJob
+from ronin.store.job_models import ClaimedJob, JobResult, ReportedConflict
 from ronin.store.jobs import JobStore
 from ronin.store.models import Sighting, UpsertResult
 from ronin.store.services import ServiceMap
@@ -18,6 +20,11 @@ from ronin.store.services import ServiceMap
 PROGRESS_INTERVAL_S = 0.5
 MAX_REPORTED_CONFLICTS = 100
 MAX_MESSAGE_CHARS = 500
+
+
+#: What an executor's attempt returns: a crawl's report, extra result fields of an executor
+#: of its own, or nothing.
+Outcome = CrawlReport | Mapping[str, Any] | None
 
 
 class LeaseLost(Exception):
@@ -39,11 +46,11 @@ class JobContext:
         self.resume: Any = checkpoint.get("resume")
         tally = checkpoint.get("tally", {})
         self.failures: Counter[str] = Counter(tally.get("failures", {}))
-        self.conflicts: list[dict[str, Any]] = list(tally.get("conflicts", []))
+        self.conflicts = [ReportedConflict.from_json(c) for c in tally.get("conflicts", [])]
         self.conflict_count: int = tally.get("conflict_count", 0)
         #: The (service_id, claimed_by) pairs counted: a node claiming one id twice in a job
         #: (two addresses, a repeated probe) is one conflict.
-        self._conflicted = {(c["service_id"], c["claimed_by"]) for c in self.conflicts}
+        self._conflicted = {(c.service_id, c.claimed_by) for c in self.conflicts}
         self._progress = 0
         self._last_write = 0.0
 
@@ -95,11 +102,7 @@ class JobContext:
             self.conflict_count += 1
             if len(self.conflicts) < MAX_REPORTED_CONFLICTS:
                 self.conflicts.append(
-                    {
-                        "service_id": conflict.service_id,
-                        "claimed_by": conflict.claimed_by,
-                        "owner": conflict.owner,
-                    }
+                    ReportedConflict(conflict.service_id, conflict.claimed_by, conflict.owner)
                 )
         return result
 
@@ -108,18 +111,21 @@ class JobContext:
         self.failures[reason] += 1
 
     def _tally(self) -> dict[str, Any]:
+        """What the checkpoint keeps of the counts, for a re-claimed attempt to go on from."""
         return {
             "failures": dict(self.failures),
-            "conflicts": self.conflicts,
+            "conflicts": [conflict.to_json() for conflict in self.conflicts],
             "conflict_count": self.conflict_count,
         }
 
-    def result(self, extra: dict[str, Any] | None) -> dict[str, Any]:
-        """The job's result: conflicts and failed probes by reason (the final write adds the
-        counts of services found and refreshed)."""
-        return {
-            "conflicts": self.conflicts,
-            "conflict_count": self.conflict_count,
-            "failed_probes": dict(self.failures),
-            **(extra or {}),
-        }
+    def result(self, outcome: Outcome) -> JobResult:
+        """The job's result: conflicts, failed probes by reason and what the executor reported
+        (the final write adds the counts of services found and refreshed)."""
+        result = JobResult(
+            conflicts=tuple(self.conflicts),
+            conflict_count=self.conflict_count,
+            failed_probes=dict(self.failures),
+        )
+        if isinstance(outcome, CrawlReport):
+            return replace(result, stats=outcome.stats, mismatches=outcome.mismatches)
+        return replace(result, extra=dict(outcome or {}))

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from ronin.config import Settings
 from ronin.discovery import dns_sd
 from ronin.discovery.crawl import DiscoveryOptions, run_discovery
+from ronin.discovery.crawl_state import CrawlReport
 from ronin.discovery.http_probe import tls_context
 from ronin.discovery.params import DEFAULT_CONCURRENCY, DEFAULT_RATE
 from ronin.discovery.policy import ScopePolicy
@@ -21,7 +20,7 @@ def discovery_executor(settings: Settings) -> Executor:
     nameserver = dns_sd.parse_nameserver(settings.dns) if settings.dns else None
     dns = dns_sd.new_resolver(nameserver) if nameserver else None
 
-    async def discover(context: JobContext) -> dict[str, Any] | None:
+    async def discover(context: JobContext) -> CrawlReport:
         params = context.params
         options = DiscoveryOptions(
             policy=policy,

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from ronin.errors import InvalidValue, RoninError
-from ronin.jobs.context import JobContext
+from ronin.jobs.context import JobContext, Outcome
 
-#: An executor does one attempt of a job; it may return extra result fields.
-Executor = Callable[[JobContext], Awaitable[dict[str, Any] | None]]
+#: An executor does one attempt of a job; it returns a crawl's report, or extra result
+#: fields of its own (or None).
+Executor = Callable[[JobContext], Awaitable[Outcome]]
 
 
 def is_permanent(error: BaseException) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
 from ronin.discovery.params import parse_params, with_defaults
@@ -55,5 +54,5 @@ async def add_schedule(
 def _check(params: Any, policy: ScopePolicy | None) -> None:
     """Valid params (PROTOCOL.md section 5), and a network target inside ``policy``."""
     parsed = parse_params(params)
-    if policy is not None and parsed.target_type == "network_cidr":
-        policy.check_target(ipaddress.ip_network(parsed.target))
+    if policy is not None and parsed.network is not None:
+        policy.check_target(parsed.network)

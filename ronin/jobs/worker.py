@@ -33,7 +33,7 @@ from ronin.errors import (
 )
 from ronin.jobs.backoff import retry_delay
 from ronin.jobs.batching import FinishBatcher
-from ronin.jobs.context import JobContext, LeaseLost
+from ronin.jobs.context import JobContext, LeaseLost, Outcome
 from ronin.jobs.executor import Executor
 from ronin.jobs.waits import wait_any
 from ronin.store.job_models import ClaimedJob, JobStatus
@@ -91,7 +91,7 @@ class _RunningJob:
     def __init__(self, job: ClaimedJob, lease_s: float) -> None:
         self.job = job
         self.stop_reason: str | None = None
-        self.executor_task: asyncio.Task[dict[str, Any] | None] | None = None
+        self.executor_task: asyncio.Task[Outcome] | None = None
         self.lease_deadline = time.monotonic() + lease_s
         self.claimed_at = time.monotonic()
 
@@ -253,7 +253,7 @@ class Worker:
         finally:
             self._running.pop(job.job_id, None)
 
-    async def _execute(self, context: JobContext) -> dict[str, Any] | None:
+    async def _execute(self, context: JobContext) -> Outcome:
         async with asyncio.timeout(self.options.job_timeout.total_seconds()):
             return await self._executor(context)
 
@@ -264,7 +264,7 @@ class Worker:
         if task.cancelled():
             if running.stop_reason == "cancelled":
                 await self._finish(
-                    running, "failed", error=CANCELLED_ERROR, result=context.result(None)
+                    running, "failed", error=CANCELLED_ERROR, result=context.result(None).to_json()
                 )
             elif running.stop_reason == "shutdown":
                 await self._persist(
@@ -283,7 +283,7 @@ class Worker:
             return
         error = task.exception()
         if error is None:
-            await self._finish(running, "completed", result=context.result(task.result()))
+            await self._finish(running, "completed", result=context.result(task.result()).to_json())
         elif isinstance(error, LeaseLost):
             logger.warning("job %s: lease lost; another worker will take it", job.job_id)
         elif isinstance(error, TimeoutError):
@@ -319,7 +319,7 @@ class Worker:
         message = failure.message
         if failure.permanent or job.attempt >= job.max_attempts:
             final = failure if failure.permanent else ScanFailed.gave_up(job.attempt, message)
-            result = context.result(None) if context is not None else None
+            result = context.result(None).to_json() if context is not None else None
             await self._finish(running, "failed", error=final.to_payload(), result=result)
             return
         delay = retry_delay(job.attempt, base=self.options.retry_base)

@@ -12,6 +12,7 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 
 from ronin.discovery.crawl import DiscoveryOptions, run_discovery
+from ronin.discovery.crawl_state import CrawlReport
 from ronin.jobs.context import JobContext
 from ronin.jobs.executor import Executor
 from ronin.jobs.submit import submit_job
@@ -77,7 +78,7 @@ async def run_discovery_job(
 ) -> Job:
     """Submit a discovery job and run it to its end in an in-process worker with ``options``."""
 
-    async def run(context: JobContext) -> dict[str, Any] | None:
+    async def run(context: JobContext) -> CrawlReport:
         return await run_discovery(context, options)
 
     job, _ = await submit_job(store, params, max_attempts=1)

@@ -12,6 +12,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from ronin.beacon import BeaconServer
 from ronin.discovery.crawl import DiscoveryOptions, run_discovery
+from ronin.discovery.crawl_state import CrawlReport
 from ronin.discovery.policy import ScopePolicy, parse_networks
 from ronin.discovery.sweep_stage import new_sweep
 from ronin.jobs.context import JobContext
@@ -40,7 +41,7 @@ def executor(**options: Any) -> Any:
         policy=POLICY, rate=None, connect_timeout_s=0.5, total_timeout_s=1.5, **options
     )
 
-    async def run(context: JobContext) -> dict[str, Any] | None:
+    async def run(context: JobContext) -> CrawlReport:
         return await run_discovery(context, settings)
 
     return run

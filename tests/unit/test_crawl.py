@@ -9,7 +9,7 @@ import json
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any, cast
@@ -18,7 +18,7 @@ import pytest
 
 from ronin.beacon import ServiceSpec, demo_descriptor, encode_descriptor, make_descriptor
 from ronin.discovery.crawl import Crawl, DiscoveryOptions
-from ronin.discovery.crawl_state import CrawlState
+from ronin.discovery.crawl_state import CrawlReport, CrawlState
 from ronin.discovery.descriptor import NodeDescriptor, ServiceEntry, parse_descriptor
 from ronin.discovery.hosts import parse_probe_url
 from ronin.discovery.http_probe import Failed, Fetched
@@ -136,7 +136,7 @@ def params(target: str, depth: int, kind: str = "network_cidr") -> JobParams:
     )
 
 
-async def crawl(job: FakeJob, net: FakeNet) -> dict[str, Any]:
+async def crawl(job: FakeJob, net: FakeNet) -> CrawlReport:
     options = DiscoveryOptions(
         policy=ScopePolicy.default(),
         concurrency=1,
@@ -170,8 +170,18 @@ async def test_depth_bounds_how_far_peers_are_followed(depth: int, reached: list
     result = await crawl(job, net)
     assert set(net.calls) == {origin(h) for h in reached}
     assert job.service_ids() == services_of(net, *reached)
-    assert result["stats"]["nodes"] == len(reached)
+    assert result.stats["nodes"] == len(reached)
     assert job.saved[-1][0]["level"] == depth
+
+
+async def test_a_network_target_reaches_the_crawl_parsed() -> None:
+    """The crawl sweeps the network its params carry, parsed once at submission: the target's
+    text (one address here) is never parsed again."""
+    net = FakeNet(graph({"127.0.0.1": [], "127.0.0.2": []}))
+    wider = replace(params("127.0.0.1/32", 1), network=ipaddress.ip_network("127.0.0.0/30"))
+    job = FakeJob(wider)
+    await crawl(job, net)
+    assert set(net.calls) == {origin("127.0.0.1"), origin("127.0.0.2")}
 
 
 async def test_a_cycle_ends_and_no_address_is_fetched_twice() -> None:
@@ -186,7 +196,7 @@ async def test_a_cycle_ends_and_no_address_is_fetched_twice() -> None:
     result = await crawl(job, net)
     assert net.calls == Counter({origin(h): 1 for h in edges})
     assert job.service_ids() == services_of(net, *edges)
-    assert result["stats"]["nodes"] == 4
+    assert result.stats["nodes"] == 4
     assert job.saved[-1][0]["level"] == 3  # 4 is found at level 3; nothing new after it
 
 
@@ -227,8 +237,8 @@ async def test_a_swept_address_is_not_fetched_again_as_a_peer() -> None:
     job = FakeJob(params("127.0.0.0/29", 3))  # sweeps .1 to .6
     result = await crawl(job, net)
     assert net.calls == Counter({origin(h): 1 for h in edges})
-    assert result["stats"]["closed_refused"] == 4
-    assert result["stats"]["hosts_probed"] == 4 + 3
+    assert result.stats["closed_refused"] == 4
+    assert result.stats["hosts_probed"] == 4 + 3
     ranks = {s.node_id: s.rank for s in job.recorded}
     assert ranks[net.descriptors[origin("127.0.0.9")]["node_id"]] == (2, 0, 0)
     swept = [ranks[net.descriptors[origin(h)]["node_id"]] for h in ("127.0.0.1", "127.0.0.2")]
@@ -243,7 +253,7 @@ async def test_a_did_target_must_be_the_node_its_endpoints_reach() -> None:
     result = await crawl(job, net)
     assert set(net.calls) == {origin("127.0.0.1"), origin("127.0.0.2")}
     assert job.failures["node_id_mismatch"] == 1
-    assert result["mismatches"][0]["did"] == real
+    assert result.mismatches[0].did == real
     assert job.service_ids() == services_of(net, "127.0.0.1")
     assert {s.metadata["discovery_method"] for s in job.recorded} == {"did_resolution"}
 
@@ -272,7 +282,7 @@ async def test_a_resumed_job_continues_mid_level_without_refetching_finished_nod
     assert not set(again.calls) & done
     assert max(again.calls.values()) == 1
     assert found_before | second.service_ids() == first.service_ids()
-    assert resumed["stats"] == whole["stats"]
+    assert resumed.stats == whole.stats
     assert second.saved[-1][0] == first.saved[-1][0]
 
 
@@ -292,7 +302,7 @@ async def test_a_resumed_sweep_repeats_only_what_was_in_flight() -> None:
     rerun = FakeJob(params("127.0.0.0/29", 1), resume=finished)
     result = await crawl(rerun, again)
     assert again.calls == Counter({origin("127.0.0.2"): 1})
-    assert result["stats"]["nodes"] == 2 + 1
+    assert result.stats["nodes"] == 2 + 1
 
 
 def test_the_checkpoint_round_trip_keeps_every_field() -> None:
@@ -451,4 +461,4 @@ async def test_a_checkpoint_taken_while_a_swept_node_is_fetched_repeats_that_fet
     result = await crawl(rerun, again)
     assert again.calls[origin("127.0.0.2")] == 1
     assert services_of(net, "127.0.0.2") <= rerun.service_ids()
-    assert result["stats"] == whole["stats"]  # each address counted once, both nodes found
+    assert result.stats == whole.stats  # each address counted once, both nodes found

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import pytest
@@ -52,6 +53,18 @@ def test_defaults_and_normalisation() -> None:
     )
     assert (parsed.target, parsed.depth, parsed.ports) == ("example.org", 1, (KOS_PORT,))
     assert parsed.mdns_window_s == 3
+
+
+def test_a_network_target_is_parsed_once_and_carried_parsed() -> None:
+    assert parse_params(params()).network == ipaddress.IPv4Network("192.168.1.0/24")
+    assert parse_params(target("network_cidr", "10.0.0.5")).network == ipaddress.IPv4Network(
+        "10.0.0.5/32"
+    )
+    assert parse_params(target("network_cidr", "fd00:1234::/112")).network == (
+        ipaddress.IPv6Network("fd00:1234::/112")
+    )
+    assert parse_params(target("domain", "kos.internal")).network is None
+    assert parse_params(target("did", "did:kos:tohunga:51be02")).network is None
 
 
 def test_protocols_default_to_http_api_and_are_written_in() -> None:

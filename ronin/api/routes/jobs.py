@@ -168,9 +168,7 @@ async def _events(state: NodeState, job_id: uuid.UUID, recipient: str) -> AsyncI
     async for job in follow_job(state.jobs, job_id, state.events, stop=state.closing):
         if job.finished:
             found = await state.jobs.found_services(job_id, limit=klf.MAX_SERVICES_IN_RESPONSE)
-            services = (job.result or {}).get("services", {})
-            total = int(services.get("new", 0)) + int(services.get("refreshed", 0))
-            payload = klf.response_payload(job, found.items, total)
+            payload = klf.response_payload(job, found.items, job.summary().found.total)
             kind = klf.TASK_RESPONSE
         elif job.status == "running":
             payload, kind = klf.progress_payload(job), klf.TASK_PROGRESS
