@@ -21,6 +21,7 @@ from ronin.store.job_models import ClaimedJob, JobStatus
 from ronin.store.jobs import Finish
 from ronin.store.listen import Notification
 from ronin.store.models import Page, ServiceFilter, Sighting, UpsertResult
+from ronin.store.services import EVERY_SERVICE
 
 OPTIONS = WorkerOptions(
     concurrency=2,
@@ -68,6 +69,8 @@ class FakeQueue:
         self.schedule_checks: list[int] = []
         self.prune_cutoffs: list[datetime] = []
         self.finished: list[uuid.UUID] = []
+        #: Every final write the worker tried (ended or requeued), lease held or not.
+        self.final_writes: list[uuid.UUID] = []
         self.renewed = asyncio.Event()
 
     def submit(self, name: str = "job", *, max_attempts: int = 3) -> uuid.UUID:
@@ -138,6 +141,7 @@ class FakeQueue:
     async def finish_many(self, items: Sequence[Finish]) -> set[uuid.UUID]:
         ended = set()
         for item in items:
+            self.final_writes.append(item.job.job_id)
             held = self._held(item.job)
             if held is None:
                 continue
@@ -152,6 +156,7 @@ class FakeQueue:
     async def requeue(
         self, job: ClaimedJob, *, outcome: str, delay: timedelta, error: dict[str, Any] | None
     ) -> bool:
+        self.final_writes.append(job.job_id)
         held = self._held(job)
         if held is None:
             return False
@@ -184,7 +189,7 @@ class FakeServices:
 
     async def find(
         self,
-        where: ServiceFilter = ServiceFilter(),  # noqa: B008 (frozen)
+        where: ServiceFilter = EVERY_SERVICE,
         *,
         limit: int = 100,
         cursor: str | None = None,
@@ -396,6 +401,7 @@ async def test_a_lost_lease_stops_the_job_without_ending_it() -> None:
         await asyncio.wait_for(executor.was_cancelled.wait(), BOUND_S)
     job = queue.jobs[job_id]
     assert (executor.cancelled, worker.running) == ([job_id], 0)
+    assert queue.final_writes == []  # not even tried: the job is another worker's now
     assert (job.status, job.outcomes, queue.finished) == ("running", [], [])
 
 
@@ -415,7 +421,7 @@ async def test_a_lost_lease_seen_by_a_progress_write_ends_nothing() -> None:
     async with running(queue, executor) as (worker, _):
         await asyncio.wait_for(stolen.wait(), BOUND_S)
     job = queue.jobs[job_id]
-    assert (calls[job_id], job.outcomes, queue.finished, worker.running) == (1, [], [], 0)
+    assert (calls[job_id], job.outcomes, queue.final_writes, worker.running) == (1, [], [], 0)
 
 
 async def test_shutdown_after_the_grace_hands_running_jobs_back_without_an_attempt() -> None:
