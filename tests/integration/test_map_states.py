@@ -3,7 +3,7 @@ carries its state (PROTOCOL.md section 8)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -12,60 +12,22 @@ from psycopg_pool import AsyncConnectionPool
 
 from ronin.errors import InvalidValue
 from ronin.store.liveness import LivenessStore, Timing
-from ronin.store.models import ServiceFilter, Sighting
+from ronin.store.models import ServiceFilter
 from ronin.store.services import ServiceMap
-
-NOW = datetime.now(UTC)
-CHECKED = NOW - timedelta(minutes=3)
-SINCE = NOW - timedelta(minutes=10)
-
-# service number: (node, class, capabilities, state)
-MAP: dict[int, tuple[int, str, tuple[str, ...], str]] = {
-    1: (1, "Griot", ("klf", "story.tell"), "alive"),
-    2: (1, "Griot", ("story.tell",), "gone"),
-    3: (2, "Musa", ("klf", "music.play"), "suspect"),
-    4: (2, "Musa", ("music.play",), "unverified"),
-    5: (3, "Musa", ("klf", "music.play"), "gone"),
-    6: (3, "Musa", ("music.play",), "gone"),
-    7: (4, "Griot", ("klf",), "alive"),
-    8: (4, "Griot", ("story.tell",), "suspect"),
-}
-
-
-def sid(number: int) -> str:
-    return f"did:kos:service:{number:03d}"
-
-
-def numbers(items: list[Any]) -> list[int]:
-    return [int(item.service_id[-3:]) for item in items]
-
-
-def set_states(db_url: str, states: dict[int, str]) -> None:
-    """Put services in states as a check would: an UPDATE of their liveness rows."""
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        for number, state in states.items():
-            conn.execute(
-                "UPDATE service_liveness SET state = %s, state_since = %s, last_checked = %s "
-                "WHERE service_id = %s",
-                (state, SINCE, CHECKED, sid(number)),
-            )
+from tests.integration.map_states_support import (
+    CHECKED,
+    MAP,
+    NOW,
+    SINCE,
+    fill_states_map,
+    numbers,
+    sid,
+)
 
 
 @pytest.fixture
 async def states_map(service_map: ServiceMap, db_url: str) -> ServiceMap:
-    await service_map.upsert(
-        Sighting(
-            service_id=sid(number),
-            node_id=f"did:kos:node:{node:02d}",
-            node_class=node_class,
-            endpoint=f"http://127.0.0.{node}:30437/klf",
-            capabilities=capabilities,
-            seen_at=NOW,
-        )
-        for number, (node, node_class, capabilities, _) in MAP.items()
-    )
-    set_states(db_url, {n: state for n, (_, _, _, state) in MAP.items() if state != "alive"})
-    return service_map
+    return await fill_states_map(service_map, db_url)
 
 
 NOT_GONE = [1, 3, 4, 7, 8]
