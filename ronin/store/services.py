@@ -193,7 +193,7 @@ class ServiceMap:
         (by default all but gone); a node with none of those is left out."""
         if not 1 <= limit <= MAX_NODE_PAGE_SIZE:
             raise InvalidValue(f"limit must be from 1 to {MAX_NODE_PAGE_SIZE}", field="limit")
-        where = ServiceFilter(node_class=node_class, states=tuple(checked_states(states)))
+        where = ServiceFilter(node_class=node_class, states=checked_states(states))
         after = decode_cursor(cursor) if cursor is not None else None
         params = {
             "after": after,
