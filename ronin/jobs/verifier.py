@@ -119,9 +119,10 @@ class Verifier:
         self._fetch = fetch
         self._refresh = refresh
         self.options = options
-        self._self_checks = (
+        self.self_checks: dict[str, SelfCheck] = (
             dict(self_checks) if self_checks is not None else {"database": store.ping}
         )
+        """Ronin's own health checks, by name (``database``, ``resolver``)."""
         self._window = GuardWindow(
             window_s=store.timing.retry.total_seconds(),
             fraction=options.guard_fraction,
@@ -131,6 +132,11 @@ class Verifier:
         self._guard_holds = False
         self._pruned_at = -math.inf
         self.counts = VerifierCounts()
+
+    @property
+    def store(self) -> LivenessStore:
+        """The liveness store this verifier records in (its timing: the verify interval)."""
+        return self._store
 
     @property
     def guard_holds(self) -> bool:
@@ -223,7 +229,7 @@ class Verifier:
         if not any(map(failed, results)):
             return ()
         reasons = ["share"] if self._window.holds(at, held=self._guard_holds) else []
-        for name, self_check in self._self_checks.items():
+        for name, self_check in self.self_checks.items():
             try:
                 await self_check()
             except Exception as exc:
