@@ -122,6 +122,11 @@ async def run_beside(work: Awaitable[None], verifier: Verifier | None, stop: asy
     if verifier is None:
         await work
         return
+    logger.info(
+        "verifying the map every %gs as %s",
+        verifier.store.timing.interval.total_seconds(),
+        verifier.options.worker_id,
+    )
     verifying = asyncio.create_task(verifier.run(stop), name="verifier")
     verifying.add_done_callback(_log_crash)
     try:
