@@ -15,15 +15,6 @@ SERVICES_BY_STATE = Gauge(
     "Services in the map, by liveness state (alive, suspect, gone, unverified).",
     ["state"],
 )
-LIVENESS_TRANSITIONS = Counter(
-    "ronin_liveness_transitions",
-    "Service state changes this process's verifiers recorded, by state left and state entered.",
-    ["from", "to"],
-)
-LIVENESS_GUARD_TRIPS = Counter(
-    "ronin_liveness_guard_trips",
-    "Verify rounds of this process in which the partition guard held (Ronin suspected itself).",
-)
 CLAIM_SECONDS = Histogram(
     "ronin_job_claim_seconds",
     "Time one claim statement of this process's workers took.",
