@@ -47,7 +47,12 @@ def wait_until(condition: object, timeout_s: float = 10) -> bool:
 def test_first_command_on_a_new_machine_just_works(data_dir: Path) -> None:
     done = ronin("map", "summary", "--json", RONIN_DATA_DIR=str(data_dir))
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"services": 0, "nodes": 0, "classes": []}
+    assert json.loads(done.stdout) == {
+        "services": 0,
+        "nodes": 0,
+        "classes": [],
+        "states": {"alive": 0, "suspect": 0, "gone": 0, "unverified": 0},
+    }
     pgdata = data_dir / "pgdata"
     assert (pgdata / "PG_VERSION").exists()
     assert wait_until(lambda: not postgres_running_in(pgdata.resolve()))
