@@ -28,6 +28,7 @@ from ronin.discovery.policy import ScopePolicy, parse_networks
 from ronin.discovery.sightings import observe
 from ronin.jobs.verifier import Verifier, VerifierOptions
 from ronin.store.liveness import LivenessStore, Timing
+from ronin.store.models import Sighting
 from ronin.store.services import ServiceMap
 from tests.support import netns
 from tests.support.netns import VethNamespace
@@ -94,7 +95,7 @@ async def discover(
     service_map: ServiceMap, session: aiohttp.ClientSession, link: VethNamespace, ports: list[int]
 ) -> set[str]:
     """Put the namespace's beacons in the map as a crawl does; their service ids."""
-    found = []
+    found: list[Sighting] = []
     for rank, port in enumerate(ports):
         url = descriptor_url(link.inner_address, port)
         fetched = await fetch_descriptor(session, url, policy(link), total_timeout_s=10.0)
@@ -103,7 +104,7 @@ async def discover(
             fetched,
             discovery_method="http_probe",
             job_id=uuid.uuid4(),
-            rank=(rank,),
+            rank=(0, 0, rank),
             seen_at=datetime.now().astimezone(),
         ).sightings
     await service_map.upsert(found)
