@@ -288,6 +288,12 @@ class BeaconServer:
             self._routes[(sockname[0], sockname[1])] = key
         return key
 
+    def replace(self, key: tuple[str, int], descriptor: Descriptor) -> None:
+        """Serve ``descriptor`` from now on at the beacon ``key``: a node that changed."""
+        if key not in self._bodies:
+            raise KeyError(key)
+        self._bodies[key] = encode_descriptor(descriptor)
+
     def body(self, key: tuple[str, int]) -> bytes:
         """The exact bytes the beacon at ``key`` serves."""
         return self._bodies[key]

@@ -30,6 +30,9 @@ DEFAULT_JOB_TIMEOUT = timedelta(hours=2)
 DEFAULT_POLL_INTERVAL = timedelta(seconds=2)
 DEFAULT_SHUTDOWN_GRACE = timedelta(seconds=10)
 DEFAULT_JOB_RETENTION = timedelta(days=30)
+DEFAULT_VERIFY_INTERVAL_S = 60.0
+DEFAULT_VERIFY_GUARD_FRACTION = 0.3
+DEFAULT_GONE_RETENTION = timedelta(days=7)
 
 
 Scope = Literal["read", "write"]
@@ -98,6 +101,12 @@ class Settings:
     peers: tuple[Peer, ...] = ()
     #: Interface addresses mDNS uses (RONIN_MDNS_INTERFACES); empty: every interface.
     mdns_interfaces: tuple[str, ...] = ()
+    #: How often each node of the map is re-checked (RONIN_VERIFY_INTERVAL_S); 0: never.
+    verify_interval_s: float = DEFAULT_VERIFY_INTERVAL_S
+    #: The failure share of a round above which Ronin suspects itself, not the network.
+    verify_guard_fraction: float = DEFAULT_VERIFY_GUARD_FRACTION
+    #: How long a gone service stays in the map, marked, before it is removed.
+    gone_retention: timedelta = DEFAULT_GONE_RETENTION
 
     @property
     def embedded(self) -> bool:
@@ -142,6 +151,13 @@ class Settings:
             ca_bundle=_existing_file(env, "RONIN_CA_BUNDLE"),
             peers=parse_peers(env.get("RONIN_PEERS", "")),
             mdns_interfaces=_addresses(env, "RONIN_MDNS_INTERFACES"),
+            verify_interval_s=_number(
+                env, "RONIN_VERIFY_INTERVAL_S", defaults.verify_interval_s, minimum=0
+            ),
+            verify_guard_fraction=_fraction(
+                env, "RONIN_VERIFY_GUARD_FRACTION", defaults.verify_guard_fraction
+            ),
+            gone_retention=_seconds(env, "RONIN_GONE_RETENTION_S", defaults.gone_retention),
         )
 
 
@@ -237,6 +253,17 @@ def default_node_id() -> str:
 def _node_id(value: str) -> str:
     if len(value) > 255 or not _DID.match(value):
         raise InvalidValue(f"RONIN_NODE_ID must be a DID, not {value!r}", field="RONIN_NODE_ID")
+    return value
+
+
+def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
+    """A number strictly between 0 and 1 from the environment, or the default."""
+    value = _number(env, name, default)
+    if not value < 1:
+        raise InvalidValue(
+            f"{name} must be a fraction between 0 and 1 (exclusive), not {env[name]!r}",
+            field=name,
+        )
     return value
 
 

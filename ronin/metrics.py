@@ -36,3 +36,24 @@ def probe_failed(reason: str) -> None:
 def probe_succeeded() -> None:
     """Count a probe that returned a valid descriptor."""
     PROBES.labels("ok", "").inc()
+
+
+LIVENESS_TRANSITIONS = Counter(
+    "ronin_liveness_transitions",
+    "Service state changes made by this process's verifier, by state left and state entered.",
+    ["from", "to"],
+)
+LIVENESS_GUARD_TRIPS = Counter(
+    "ronin_liveness_guard_trips",
+    "Times this process's verifier began to hold the partition guard (once per episode).",
+)
+LIVENESS_CHECKS = Counter(
+    "ronin_liveness_checks",
+    "Node checks by this process's verifier: outcome answered, or the failure's reason.",
+    ["outcome"],
+)
+
+
+def liveness_checked(outcome: str) -> None:
+    """Count a node check; a failure reason's detail after ``:`` is dropped to bound labels."""
+    LIVENESS_CHECKS.labels(outcome.split(":", 1)[0]).inc()

@@ -8,7 +8,7 @@ executor are imported only when a worker is made: the reading commands never loa
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +20,7 @@ from ronin.store.services import ServiceMap
 
 if TYPE_CHECKING:
     from ronin.jobs.executor import Executor
+    from ronin.jobs.verifier import Verifier
     from ronin.jobs.worker import Worker
     from ronin.store.job_models import Job, Schedule
 
@@ -86,6 +87,17 @@ class Node:
             executor=run_job,
             options=WorkerOptions.from_settings(self.settings, concurrency),
         )
+
+    def verifier(
+        self, *, database: Database | None = None, worker_id: str | None = None
+    ) -> AbstractAsyncContextManager[Verifier | None]:
+        """This node's verifier (PROTOCOL.md section 8), on ``database`` (its own pool) or the
+        node's, open while in the ``async with``; None when RONIN_VERIFY_INTERVAL_S is 0."""
+        from ronin.jobs.verifying import open_verifier  # the probe stack: not for reading
+
+        on = database or self.database
+        services = self.services if database is None else service_map(on, self.settings)
+        return open_verifier(self.settings, on, services, self.policy, worker_id=worker_id)
 
 
 def job_executor(settings: Settings, reference: str | None = None) -> Executor:

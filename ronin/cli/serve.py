@@ -21,6 +21,7 @@ from ronin.cli.signals import Signals
 from ronin.config import Settings
 from ronin.discovery.params import KOS_PORT
 from ronin.errors import BindFailed, InvalidValue
+from ronin.jobs.verifying import run_beside
 from ronin.jobs.worker import Worker
 from ronin.node import Node, open_node
 from ronin.store.database import open_pool
@@ -74,7 +75,8 @@ def serve(
 ) -> None:
     """Run the node: the HTTP API and a worker, until SIGTERM/SIGINT (a second one hurries).
 
-    Migrates the database on start. More workers on other machines: ronin worker. Logs each
+    Migrates the database on start. With job slots, also re-checks the map's nodes
+    (RONIN_VERIFY_INTERVAL_S; 0: never). More workers on other machines: ronin worker. Logs each
     job's start and end (and, with --access-log, each request) to stderr.
     """
     log_at_info(*(["uvicorn.access"] if access_log else []))
@@ -137,7 +139,9 @@ async def _serve(
                 await open_pool(node.database.conninfo, settings, for_worker=True)
             )
             runner = node.worker(concurrency=workers, executor=executor, database=worker_db)
-            tasks.append(asyncio.create_task(runner.run(signals.stop), name="worker"))
+            verifier = await stack.enter_async_context(node.verifier(database=worker_db))
+            work = run_beside(runner.run(signals.stop), verifier, signals.stop)
+            tasks.append(asyncio.create_task(work, name="worker"))
         serving = asyncio.create_task(_serve_api(server), name="api")
         tasks.append(serving)
         await _announce(server, serving, workers, settings)

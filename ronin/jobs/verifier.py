@@ -3,7 +3,9 @@
 Each batch: claim due nodes (``LivenessStore.claim_due``), fetch each one's descriptor within
 bounded concurrency, decide whether the partition guard holds for the batch (the failure
 share of recent routine checks, or a failing self-check: Ronin's database, its resolver), and
-record the results in one statement. The fetch is injected: the worker gives it the probe's
+record the results in one statement; then the descriptors of the nodes that answered update
+the map where they changed (``refresh``, as a sighting would), and gone services are removed
+after their retention (``run``'s prune). The fetch is injected: the node gives it the probe's
 session, scope policy and timeouts; a test gives it loopback beacons.
 """
 
@@ -19,6 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from ronin import metrics
 from ronin.discovery.http_probe import Failed, Fetched
 from ronin.discovery.verify import (
     DEFAULT_GUARD_FRACTION,
@@ -37,11 +40,14 @@ logger = logging.getLogger(__name__)
 Fetch = Callable[[str], Awaitable[Fetched | Failed]]
 #: One of Ronin's own health checks: raises (anything) when Ronin itself is unwell.
 SelfCheck = Callable[[], Awaitable[object]]
+#: Update the map from the descriptors of nodes that answered (``MapRefresh``).
+Refresh = Callable[..., Awaitable[int]]
 
 DEFAULT_BATCH = 100
 DEFAULT_CONCURRENCY = 32
 DEFAULT_FETCH_TIMEOUT_S = 5.0
 DEFAULT_IDLE_S = 1.0
+DEFAULT_PRUNE_EVERY_S = 60.0
 #: A lease outlives the slowest batch this many times over.
 LEASE_MARGIN = 2
 
@@ -58,6 +64,10 @@ class VerifierOptions:
     concurrency: int = DEFAULT_CONCURRENCY
     fetch_timeout_s: float = DEFAULT_FETCH_TIMEOUT_S
     idle_s: float = DEFAULT_IDLE_S
+    #: Gone services older than this are removed (RONIN_GONE_RETENTION_S); None: never.
+    gone_retention: timedelta | None = None
+    #: How often ``run`` prunes them.
+    prune_every_s: float = DEFAULT_PRUNE_EVERY_S
 
     @property
     def lease(self) -> timedelta:
@@ -89,6 +99,8 @@ class VerifierCounts:
     """Times the guard began to hold (one per episode, not per batch)."""
     stale: int = 0
     """Results ignored because their lease had lapsed or their round moved on."""
+    pruned: int = 0
+    """Gone services removed after their retention."""
 
 
 class Verifier:
@@ -101,13 +113,16 @@ class Verifier:
         options: VerifierOptions,
         *,
         self_checks: Mapping[str, SelfCheck] | None = None,
+        refresh: Refresh | None = None,
     ) -> None:
         self._store = store
         self._fetch = fetch
+        self._refresh = refresh
         self.options = options
-        self._self_checks = (
+        self.self_checks: dict[str, SelfCheck] = (
             dict(self_checks) if self_checks is not None else {"database": store.ping}
         )
+        """Ronin's own health checks, by name (``database``, ``resolver``)."""
         self._window = GuardWindow(
             window_s=store.timing.retry.total_seconds(),
             fraction=options.guard_fraction,
@@ -115,7 +130,13 @@ class Verifier:
         )
         self._limit = asyncio.Semaphore(options.concurrency)
         self._guard_holds = False
+        self._pruned_at = -math.inf
         self.counts = VerifierCounts()
+
+    @property
+    def store(self) -> LivenessStore:
+        """The liveness store this verifier records in (its timing: the verify interval)."""
+        return self._store
 
     @property
     def guard_holds(self) -> bool:
@@ -128,6 +149,7 @@ class Verifier:
         and the nodes are checked again."""
         while not stop.is_set():
             try:
+                await self._prune_when_due()
                 report = await self.run_once()
             except RoninError as exc:
                 logger.warning("verifier %s: %s", self.options.worker_id, exc)
@@ -144,7 +166,8 @@ class Verifier:
         )
         if not checks:
             return BatchReport(0, 0, self._guard_holds, None)
-        results = await asyncio.gather(*(self._check(check) for check in checks))
+        fetched = await asyncio.gather(*(self._check(check) for check in checks))
+        results = [result for result, _ in fetched]
         at = now.timestamp() if now is not None else time.time()
         self._window.add(at, results)
         reasons = await self._guard_reasons(at, results)
@@ -152,17 +175,53 @@ class Verifier:
         recorded = await self._store.record(
             self.options.worker_id, results, guarded=bool(reasons), now=now
         )
-        self._count(results, recorded)
+        self._count(results, recorded, checks)
+        answers = [
+            one for result, one in fetched if one and result.check.node_id in recorded.answered
+        ]
+        await self._update_map(answers, now)
         return BatchReport(len(checks), sum(map(failed, results)), bool(reasons), recorded, reasons)
 
-    async def _check(self, check: NodeCheck) -> CheckResult:
-        """One fetch within the concurrency bound; an unexpected error is a failed check."""
+    async def prune(self, *, now: datetime | None = None) -> int:
+        """Remove the services gone for longer than the retention; how many went."""
+        if self.options.gone_retention is None:
+            return 0
+        removed = await self._store.prune_gone(self.options.gone_retention, now=now)
+        if removed:
+            logger.info(
+                "removed %d services gone for over %s", removed, self.options.gone_retention
+            )
+        self.counts.pruned += removed
+        return removed
+
+    async def _prune_when_due(self) -> None:
+        """Prune at most once every ``prune_every_s`` (the first time at start)."""
+        clock = time.monotonic()
+        if clock - self._pruned_at >= self.options.prune_every_s:
+            self._pruned_at = clock
+            await self.prune()
+
+    async def _check(self, check: NodeCheck) -> tuple[CheckResult, Fetched | None]:
+        """One fetch within the concurrency bound, and the descriptor if it answered; an
+        unexpected error is a failed check."""
         async with self._limit:
             try:
-                return outcome(check, await self._fetch(check.url))
+                fetched = await self._fetch(check.url)
             except Exception:
                 logger.exception("verifying %s at %s", check.node_id, check.url)
-                return CheckFailed(check, "verify_error")
+                return CheckFailed(check, "verify_error"), None
+        result = outcome(check, fetched)
+        return result, fetched if isinstance(fetched, Fetched) and not failed(result) else None
+
+    async def _update_map(self, answers: list[Fetched], now: datetime | None) -> None:
+        """The descriptors of current answers update the map where they changed; a failure
+        here costs the update (the next check tries again), never the check."""
+        if self._refresh is None or not answers:
+            return
+        try:
+            await self._refresh(answers, now=now)
+        except Exception:
+            logger.exception("updating the map from %d re-checked descriptors", len(answers))
 
     async def _guard_reasons(self, at: float, results: Sequence[CheckResult]) -> tuple[str, ...]:
         """Why the guard holds for this batch, if it does. The self-checks run only when some
@@ -170,7 +229,7 @@ class Verifier:
         if not any(map(failed, results)):
             return ()
         reasons = ["share"] if self._window.holds(at, held=self._guard_holds) else []
-        for name, self_check in self._self_checks.items():
+        for name, self_check in self.self_checks.items():
             try:
                 await self_check()
             except Exception as exc:
@@ -185,6 +244,7 @@ class Verifier:
         if holds and not self._guard_holds:
             failures, checked = self._window.sample(at)
             self.counts.guard_trips += 1
+            metrics.LIVENESS_GUARD_TRIPS.inc()
             logger.warning(
                 "partition guard holds (%s): %d of %d nodes checked recently failed; failing "
                 "services become unverified, not gone",
@@ -196,9 +256,23 @@ class Verifier:
             logger.info("partition guard released: checks fail no more than usual")
         self._guard_holds = holds
 
-    def _count(self, results: Sequence[CheckResult], recorded: Recorded) -> None:
+    def _count(
+        self, results: Sequence[CheckResult], recorded: Recorded, checks: Sequence[NodeCheck]
+    ) -> None:
+        """Count the batch here and in /metrics; log each service made gone."""
         for result in results:
             key = result.reason if isinstance(result, CheckFailed) else "answered"
             self.counts.checks[key] += 1
+            metrics.liveness_checked(key)
         self.counts.transitions.update(recorded.transitions)
+        for (from_state, to_state), n in recorded.transitions.items():
+            metrics.LIVENESS_TRANSITIONS.labels(from_state, to_state).inc(n)
         self.counts.stale += len(results) - recorded.accepted
+        node_of = {sid: check.node_id for check in checks for sid in check.service_ids}
+        for service_id, from_state in recorded.gone:
+            logger.info(
+                "service %s of node %s is gone (was %s)",
+                service_id,
+                node_of.get(service_id, "?"),
+                from_state,
+            )

@@ -78,6 +78,10 @@ class Recorded:
     accepted: int
     seen: int
     transitions: Counter[tuple[State, State]]
+    #: The nodes whose current (not stale) result answered.
+    answered: frozenset[str] = frozenset()
+    #: The services made gone, each with the state it left.
+    gone: tuple[tuple[str, State], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +186,8 @@ class LivenessStore:
         transitions: Counter[tuple[State, State]] = Counter(
             {(from_state, to_state): int(n) for from_state, to_state, n in row[2]}
         )
-        return Recorded(int(row[0]), int(row[1]), transitions)
+        gone = tuple((str(sid), from_state) for sid, from_state in row[4])
+        return Recorded(int(row[0]), int(row[1]), transitions, frozenset(row[3]), gone)
 
     async def prune_gone(
         self, older_than: timedelta, *, now: datetime | None = None, batch: int = PRUNE_BATCH

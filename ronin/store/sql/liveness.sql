@@ -180,7 +180,15 @@ SELECT (SELECT count(*) FROM accepted) AS accepted,
                WHERE from_state <> to_state
                GROUP BY from_state, to_state
            ) AS changes
-       ), '[]'::jsonb) AS transitions
+       ), '[]'::jsonb) AS transitions,
+       -- The nodes whose current result answered: the ones whose descriptor may update the map.
+       ARRAY(SELECT node_id FROM accepted WHERE answered) AS answered_nodes,
+       -- The services this batch made gone, with the state each left.
+       coalesce((
+           SELECT jsonb_agg(jsonb_build_array(service_id, from_state) ORDER BY service_id)
+           FROM moved
+           WHERE to_state = 'gone' AND from_state <> 'gone'
+       ), '[]'::jsonb) AS gone
 
 -- name: prune_gone
 -- Up to %(batch)s services gone since before the cutoff, oldest first, removed from the map
@@ -217,3 +225,9 @@ SELECT node_id, descriptor_url, next_check_at = 'infinity' AS parked,
        lease_holder, lease_expires_at, round, last_answered_at
 FROM node_checks
 WHERE node_id = %(node_id)s
+
+-- name: map_rows_of
+-- The map's rows of %(service_ids)s, as a re-check compares them with a node's descriptor.
+SELECT service_id, node_id, node_class, endpoint, capabilities, discovery_metadata, last_seen
+FROM discovered_services
+WHERE service_id = ANY (%(service_ids)s::text[])
