@@ -1,11 +1,10 @@
 """What the liveness benchmark stands on: a fleet of beacons that die one by one, the map seeded
 from it, the verifying process, and the PostgreSQL server's processes.
 
-The verifying process is ``python -m bench.liveness_support`` (``VERIFY_COMMAND``): a worker
-that only verifies, as ``ronin worker`` does beside its jobs (``ronin.jobs.verifier.Verifier``
-with the probe's fetch), configured by the same settings (``RONIN_DATABASE_URL``,
-``RONIN_VERIFY_INTERVAL_S``, ``RONIN_VERIFY_GUARD_FRACTION``, ``RONIN_ALLOW``) and logging the
-verifier's events (a guard trip is the line ``GUARD_EVENT``) to its log.
+The verifying process is ``ronin worker`` (``VERIFY_COMMAND``), configured by its settings
+(``RONIN_DATABASE_URL``, ``RONIN_VERIFY_INTERVAL_S``, ``RONIN_VERIFY_GUARD_FRACTION``,
+``RONIN_ALLOW``); no job is queued, so it only verifies (and polls the empty queue). Its log
+says when the partition guard begins to hold (the line ``GUARD_EVENT``).
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import logging
 import os
 import signal
 import subprocess
@@ -33,24 +31,17 @@ from psycopg_pool import AsyncConnectionPool
 
 from bench.harness import ROOT, BenchError, Connection, cpu_of, log_tail, stop_process
 from ronin.beacon import BeaconServer, ServiceSpec, base_url, descriptor_url, make_descriptor
-from ronin.config import Settings
 from ronin.discovery.http_probe import Fetched, fetch_descriptor, new_session
 from ronin.discovery.policy import ScopePolicy, parse_networks
 from ronin.discovery.sightings import observe
-from ronin.jobs.verifier import Verifier, VerifierOptions
-from ronin.store.database import open_pool
-from ronin.store.liveness import LivenessStore, Timing
 from ronin.store.services import ServiceMap
 from tests.support.fleet import addresses, ensure_fd_limit
 
 #: Loopback "machines" of the fleet: room for 4,094 nodes.
 NETWORK = "127.61.0.0/20"
-VERIFY_COMMAND = [sys.executable, "-m", "bench.liveness_support"]
+#: The verifying process: a real worker, which verifies beside its jobs (none are queued).
+VERIFY_COMMAND = [sys.executable, "-m", "ronin", "worker"]
 GUARD_EVENT = "partition guard holds"
-#: The verifying process's options beyond Ronin's settings (what ``ronin worker`` fixes itself).
-IDLE_ENV = "BENCH_VERIFY_IDLE_S"
-CONNECT_ENV = "BENCH_VERIFY_CONNECT_TIMEOUT_S"
-TOTAL_ENV = "BENCH_VERIFY_TOTAL_TIMEOUT_S"
 SEED_CONCURRENCY = 64
 UPSERT_CHUNK = 2_000
 READY_TIMEOUT_S = 60.0
@@ -180,35 +171,6 @@ async def verifying(env: dict[str, str], log: Path) -> AsyncIterator[VerifyingPr
         raise BenchError(f"the verifier exited {running.exit_code}:\n{log_tail(log)}")
 
 
-async def verify_until_stopped() -> None:
-    """The verifying process's body: verify until SIGTERM."""
-    env = os.environ
-    interval = timedelta(seconds=float(env.get("RONIN_VERIFY_INTERVAL_S", "60")))
-    policy = ScopePolicy(parse_networks(env["RONIN_ALLOW"], field="RONIN_ALLOW"))
-    connect_s = float(env.get(CONNECT_ENV, "2"))
-    total_s = float(env.get(TOTAL_ENV, "5"))
-    options = VerifierOptions(
-        worker_id=f"bench-{os.getpid()}",
-        guard_fraction=float(env.get("RONIN_VERIFY_GUARD_FRACTION", "0.3")),
-        fetch_timeout_s=total_s,
-        idle_s=float(env.get(IDLE_ENV, "1")),
-    )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    settings = Settings.from_env(env)
-    database = await open_pool(env["RONIN_DATABASE_URL"], settings, for_worker=True)
-    session = new_session(policy, concurrency=options.concurrency, connect_timeout_s=connect_s)
-    async with database, session:
-        fetch = partial(fetch_descriptor, session, policy=policy, total_timeout_s=total_s)
-        store = LivenessStore(database.pool, Timing.of(interval))
-        verifier = Verifier(store, fetch, options)
-        print("verifying", flush=True)
-        await verifier.run(stop)
-        print(f"checks {dict(verifier.counts.checks)}", flush=True)
-
-
 # --- PostgreSQL's processes ------------------------------------------------------------------
 
 
@@ -246,16 +208,3 @@ async def server_processes(conn: Connection) -> ServerProcesses | None:
         if "postgres" in postmaster.name() or "postmaster" in postmaster.name():
             return ServerProcesses(postmaster, {int(row[0])})
     return None
-
-
-def main() -> None:
-    """``python -m bench.liveness_support``: the verifying process."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
-        asyncio.run(verify_until_stopped())
-    except KeyError as exc:
-        sys.exit(f"missing setting {exc}")
-
-
-if __name__ == "__main__":
-    main()

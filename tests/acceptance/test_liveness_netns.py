@@ -5,15 +5,21 @@ behind packet filters set in that namespace (``tests/support/netns_fleet.py``).
   trips once; the filter removed, every service is ``alive`` again at the next round.
 - 10 % of packets dropped at random for many rounds: no service goes ``gone``.
 
-The verifier runs in this process (``ronin.jobs.verifier``) with real fetches over the link; the
-liveness clock is driven through ``run_once(now=...)``, never slept on. Needs root (skipped
-otherwise); traffic goes only into the namespace the test makes.
+The first two run the verifier in this process (``ronin.jobs.verifier``) with real fetches over
+the link, the liveness clock driven through ``run_once(now=...)``, never slept on; the last
+runs the partition through a real ``ronin worker`` verifying every second, with polling and a
+bound on the overall wait only. Needs root (skipped otherwise); traffic goes only into the
+namespace the test makes.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
+import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -30,6 +36,7 @@ from ronin.jobs.verifier import Verifier, VerifierOptions
 from ronin.store.liveness import LivenessStore, Timing
 from ronin.store.models import Sighting
 from ronin.store.services import ServiceMap
+from tests.acceptance.serve_support import environment
 from tests.support import netns
 from tests.support.netns import VethNamespace
 from tests.support.netns_fleet import (
@@ -53,6 +60,9 @@ LOSS = 0.1
 #: A dropped SYN is sent again after 1 s: a check survives one loss, not a partition.
 CONNECT_TIMEOUT_S = 1.5
 TOTAL_TIMEOUT_S = 3.0
+#: The worker's bound on every wait (a broken run only); polled, never asserted.
+WORKER_WAIT_S = 90.0
+POLL_S = 0.1
 
 
 @pytest.fixture
@@ -192,3 +202,88 @@ async def test_ten_percent_packet_loss_for_many_rounds_makes_no_service_gone(
     at += INTERVAL
     await checker.run_once(now=at)
     assert await states(pool) == {"alive": everything}
+
+
+async def until(
+    condition: Callable[[], Awaitable[bool]], worker: asyncio.subprocess.Process
+) -> bool:
+    """Poll ``condition`` until it holds (True), the worker exits or the bound passes (False)."""
+    deadline = asyncio.get_running_loop().time() + WORKER_WAIT_S
+    while not await condition():
+        if worker.returncode is not None or asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(POLL_S)
+    return True
+
+
+@contextlib.asynccontextmanager
+async def ronin_worker(db_url: str, link: VethNamespace, log: Any) -> AsyncIterator[Any]:
+    """``ronin worker`` verifying every second, allowed the namespace's end of the link only."""
+    worker = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "ronin", "worker"),
+        env=environment(
+            RONIN_DATABASE_URL=db_url,
+            RONIN_VERIFY_INTERVAL_S="1",
+            RONIN_ALLOW=f"{link.inner_address}/32",
+        ),
+        stdout=log,
+        stderr=log,
+    )
+    try:
+        yield worker
+    finally:
+        if worker.returncode is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(worker.wait(), 30)
+            except TimeoutError:
+                worker.kill()
+                await worker.wait()
+
+
+@pytest.mark.slow
+async def test_a_worker_keeps_every_service_unverified_while_every_syn_is_dropped(
+    service_map: ServiceMap,
+    pool: AsyncConnectionPool[Any],
+    session: aiohttp.ClientSession,
+    link: VethNamespace,
+    ports: list[int],
+    db_url: str,
+    tmp_path: Any,
+) -> None:
+    everything = await discover(service_map, session, link, ports)
+    log_path = tmp_path / "worker.log"
+
+    async def checked() -> bool:
+        async with pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT count(*) FROM node_checks WHERE last_answered_at IS NOT NULL"
+            )
+            row = await cur.fetchone()
+        return row is not None and row[0] == FLEET
+
+    async def claims() -> int:
+        async with pool.connection() as conn:
+            row = await (await conn.execute("SELECT sum(round) FROM node_checks")).fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    async def claimed_since(before: int, more: int) -> bool:
+        return await claims() >= before + more
+
+    async def every(state: str) -> bool:
+        return await states(pool) == {state: everything}
+
+    with log_path.open("wb") as log:
+        async with ronin_worker(db_url, link, log) as worker:
+            assert await until(checked, worker), log_path.read_text()
+            add_rule(link, SYN_RULE)
+            try:
+                assert await until(partial(every, "unverified"), worker), await states(pool)
+                held = await claims()  # three more rounds: well past the confirmation period
+                assert await until(partial(claimed_since, held, 3 * FLEET), worker)
+                assert await states(pool) == {"unverified": everything}
+            finally:
+                remove_rule(link, SYN_RULE)
+            assert await until(partial(every, "alive"), worker), await states(pool)
+    text = log_path.read_text()
+    assert text.count("partition guard holds") == 1, text
