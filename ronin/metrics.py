@@ -1,7 +1,7 @@
 """Prometheus metrics of this process: what its workers and probes did.
 
-Counts that live in the database (jobs by status, services in the map) are read when
-``/metrics`` is scraped, so every node reports the same, whichever process did the work.
+Counts that live in the database (jobs by status, services in the map and by state) are read
+when ``/metrics`` is scraped, so every node reports the same, whichever process did the work.
 """
 
 from __future__ import annotations
@@ -10,6 +10,11 @@ from prometheus_client import Counter, Gauge, Histogram
 
 JOBS = Gauge("ronin_jobs", "Discovery jobs in the database, by status.", ["status"])
 SERVICES = Gauge("ronin_services", "Services in the map.")
+SERVICES_BY_STATE = Gauge(
+    "ronin_services_by_state",
+    "Services in the map, by liveness state (alive, suspect, gone, unverified).",
+    ["state"],
+)
 CLAIM_SECONDS = Histogram(
     "ronin_job_claim_seconds",
     "Time one claim statement of this process's workers took.",

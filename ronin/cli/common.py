@@ -23,13 +23,14 @@ from typer.main import get_group
 
 from ronin import __version__
 from ronin.cli.help import RoninGroup, RoninTyper
-from ronin.config import Settings
 from ronin.errors import DatabaseUnreachable, RoninError
-from ronin.node import service_map as service_map  # the map commands use it from here
-from ronin.store.embedded import exit_cleanly_on_signals
 
 if TYPE_CHECKING:
     from typer import _click as click
+
+    from ronin.config import Settings
+    from ronin.store.database import Database
+    from ronin.store.services import ServiceMap
 
 #: The module that registers each ``ronin`` command or group, in the order help lists them.
 COMMAND_MODULES = {
@@ -140,6 +141,10 @@ def run(
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
 ) -> T:
     """Run one command's coroutine; a Ronin error becomes a one-line message and exit 1."""
+    # Settings and the store load psycopg: imported when a command runs, not for --version.
+    from ronin.config import Settings
+    from ronin.store.embedded import exit_cleanly_on_signals
+
     try:
         settings = Settings.from_env()
     except RoninError as exc:
@@ -174,3 +179,10 @@ def as_json(value: Any) -> str:
         return item.isoformat() if isinstance(item, datetime) else str(item)
 
     return json.dumps(value, default=default, indent=2)
+
+
+def service_map(database: Database, settings: Settings) -> ServiceMap:
+    """The map on ``database`` as this node configures it (``ronin.node.service_map``)."""
+    from ronin.node import service_map as build
+
+    return build(database, settings)

@@ -30,8 +30,25 @@ def hide_flag_types(params: list[click.Parameter]) -> None:
             param.metavar = ""
 
 
+def unset_flags_false(params: list[click.Parameter]) -> list[click.Parameter]:
+    """An on-only flag left unset (``--help``, ``--install-completion``) reads ``False``.
+
+    Typer 0.29 coerces every value through a pydantic ``TypeAdapter`` except a flag's that is
+    already a bool; these flags default to ``None``, so a command that is given neither paid
+    for importing pydantic (about 60 ms) to learn that it was not asked for help.
+    """
+    for param in params:
+        flag = isinstance(param, TyperOption) and param.is_flag and not param.secondary_opts
+        if flag and param.default is None:
+            param.default = False
+    return params
+
+
 class RoninCommand(TyperCommand):
     """A Typer command whose help shows what an operator types."""
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        return unset_flags_false(super().get_params(ctx))
 
     def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []
@@ -49,6 +66,9 @@ class RoninCommand(TyperCommand):
 
 class RoninGroup(TyperGroup):
     """A Typer group whose help prints no type after a flag."""
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        return unset_flags_false(super().get_params(ctx))
 
     def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         hide_flag_types(self.get_params(ctx))

@@ -19,7 +19,7 @@ from ronin.store.database import open_database
 def map_summary(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Print what the map holds: services and nodes by class."""
+    """Print what the map holds: services and nodes by class, and services by state."""
 
     async def work(settings: Settings) -> dict[str, Any]:
         async with await open_database(settings) as database:
@@ -27,6 +27,7 @@ def map_summary(
         return {
             "services": summary.services,
             "nodes": summary.nodes,
+            "states": dict(summary.states),
             "classes": [
                 {
                     "node_class": c.node_class,
@@ -51,6 +52,18 @@ def map_summary(
     console.print(table)
     if not summary["classes"]:
         console.print("The map is empty: no discovery has found a service yet.")
+        return
+    console.print(_states_table(summary["states"]))
+
+
+def _states_table(states: dict[str, int]) -> Table:
+    """Services by liveness state; gone ones are hidden from map queries by default."""
+    table = Table(title="By state (gone: hidden unless asked for, e.g. --state gone)")
+    table.add_column("state")
+    table.add_column("services", justify="right")
+    for state, count in states.items():
+        table.add_row(state, str(count))
+    return table
 
 
 @map_app.command("prune")

@@ -112,6 +112,7 @@ class RemoteBackend:
             node_class=where.node_class,
             node_id=where.node_id,
             seen_since=where.seen_since.isoformat() if where.seen_since else None,
+            state=list(where.states),
             limit=limit,
             cursor=cursor,
         )

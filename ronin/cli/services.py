@@ -1,8 +1,9 @@
-"""``ronin services``: query the map by capability, class, node and freshness."""
+"""``ronin services``: query the map by capability, class, node, freshness and state."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -13,7 +14,11 @@ from ronin.cli.common import app, as_json, console, run
 from ronin.cli.views import WHEN_WIDTH, folded, wrapped
 from ronin.config import Settings
 from ronin.durations import parse_duration
-from ronin.store.models import Page, ServiceFilter
+from ronin.store.liveness_rules import STATES
+from ronin.store.models import Page, ServiceFilter, checked_states
+
+#: The liveness states, as the choices of ``--state``.
+ServiceState = StrEnum("ServiceState", {state: state for state in STATES})  # type: ignore[misc]
 
 
 @app.command()
@@ -28,6 +33,13 @@ def services(
     node: Annotated[str | None, typer.Option(help="Node id (a DID).")] = None,
     seen_within: Annotated[
         str | None, typer.Option(help="Seen within this long (15m, 24h, 7d).")
+    ] = None,
+    state: Annotated[
+        list[ServiceState] | None,
+        typer.Option(
+            help="In this liveness state (repeatable: any of them). Without it, every state "
+            "but gone."
+        ),
     ] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000, help="Services per page.")] = 50,
     cursor: Annotated[str | None, typer.Option(help="The next page's cursor.")] = None,
@@ -47,6 +59,7 @@ def services(
             node_class=node_class,
             node_id=node,
             seen_since=since,
+            states=checked_states([one.value for one in state or ()]),
         )
         async with open_backend(settings) as backend:
             return await backend.services(where, limit, cursor)
@@ -59,6 +72,7 @@ def services(
         folded("service"),
         folded("node"),
         wrapped("class"),
+        wrapped("state"),
         folded("endpoint"),
         wrapped("capabilities"),
         wrapped("last seen", min_width=WHEN_WIDTH),
@@ -68,6 +82,7 @@ def services(
             service.service_id,
             service.node_id,
             service.node_class,
+            service.state,
             service.endpoint,
             ", ".join(service.capabilities),
             service.last_seen.strftime("%Y-%m-%d %H:%M:%S"),

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from ronin.store.jobs import Finish, JobStore
+from ronin.jobs.queue_protocol import FinishQueue
+from ronin.store.jobs import Finish
 
 LINGER_S = 0.002
 MAX_BATCH = 500
@@ -15,7 +16,7 @@ MAX_BATCH = 500
 class FinishBatcher:
     """Collects ``Finish`` writes briefly and makes them together."""
 
-    def __init__(self, store: JobStore, *, linger_s: float = LINGER_S) -> None:
+    def __init__(self, store: FinishQueue, *, linger_s: float = LINGER_S) -> None:
         self._store = store
         self._linger_s = linger_s
         self._pending: list[tuple[Finish, asyncio.Future[bool]]] = []

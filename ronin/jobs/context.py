@@ -12,10 +12,9 @@ from typing import Any
 
 from ronin.discovery.crawl_state import CrawlReport
 from ronin.discovery.params import JobParams
+from ronin.jobs.queue_protocol import AttemptQueue, JobServices
 from ronin.store.job_models import ClaimedJob, JobResult, ReportedConflict
-from ronin.store.jobs import JobStore
 from ronin.store.models import Sighting, UpsertResult
-from ronin.store.services import ServiceMap
 
 PROGRESS_INTERVAL_S = 0.5
 MAX_REPORTED_CONFLICTS = 100
@@ -35,7 +34,7 @@ class JobContext:
     """One attempt of one job, as its executor sees it."""
 
     def __init__(
-        self, job: ClaimedJob, params: JobParams, store: JobStore, services: ServiceMap
+        self, job: ClaimedJob, params: JobParams, store: AttemptQueue, services: JobServices
     ) -> None:
         self.job = job
         self.params = params

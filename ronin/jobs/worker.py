@@ -16,7 +16,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,14 +35,15 @@ from ronin.jobs.backoff import retry_delay
 from ronin.jobs.batching import FinishBatcher
 from ronin.jobs.context import JobContext, LeaseLost, Outcome
 from ronin.jobs.executor import Executor
+from ronin.jobs.queue_protocol import JobQueue, JobServices, Wakeups
 from ronin.jobs.waits import wait_any
 from ronin.store.job_models import ClaimedJob, JobStatus
-from ronin.store.jobs import CANCELLED_ERROR, Finish, JobStore
-from ronin.store.listen import Listener
-from ronin.store.services import ServiceMap
+from ronin.store.jobs import CANCELLED_ERROR, Finish
+from ronin.store.listen import Listener, Notification
 
 logger = logging.getLogger(__name__)
 
+CHANNELS = ("ronin_jobs", "ronin_job_cancel")
 SCHEDULE_CHECK_INTERVAL_S = 5.0
 CLAIM_LINGER_S = 0.002
 RETENTION_CHECK_INTERVAL_S = 600.0
@@ -120,15 +121,18 @@ class Worker:
         self,
         *,
         conninfo: str,
-        store: JobStore,
-        services: ServiceMap,
+        store: JobQueue,
+        services: JobServices,
         executor: Executor,
         options: WorkerOptions,
         worker_id: str | None = None,
+        wakeups: Wakeups | None = None,
     ) -> None:
+        """``wakeups`` hears of new and cancelled jobs: by default a ``Listener`` on
+        ``conninfo``; a test gives its own."""
         self.worker_id = worker_id or new_worker_id()
         self.options = options
-        self._conninfo = conninfo
+        self._wakeups = wakeups or _listener_on(conninfo)
         self._store = store
         self._services = services
         self._executor = executor
@@ -393,9 +397,7 @@ class Worker:
 
     async def _listen(self) -> None:
         """Wake on new jobs and stop cancelled ones; reconnect whenever the server goes."""
-        channels = ("ronin_jobs", "ronin_job_cancel")
-        listener = Listener(self._conninfo, channels, max_delay_s=MAX_RECONNECT_DELAY_S)
-        async for note in listener:
+        async for note in self._wakeups(CHANNELS):
             if note.reconnected:
                 self._wake.set()  # anything submitted while we were away
             else:
@@ -428,3 +430,12 @@ class Worker:
 
     def _poll_s(self) -> float:
         return self.options.poll_interval.total_seconds()
+
+
+def _listener_on(conninfo: str) -> Wakeups:
+    """The default wake-ups: LISTEN on ``conninfo``, reconnecting with a bounded backoff."""
+
+    def listen(channels: Sequence[str]) -> AsyncIterable[Notification]:
+        return Listener(conninfo, channels, max_delay_s=MAX_RECONNECT_DELAY_S)
+
+    return listen

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from ronin.errors import InvalidValue
 from ronin.kos import CANONICAL_CLASSES
+from ronin.store.liveness_rules import STATES, VISIBLE_STATES, State
 from ronin.store.storable import check_json, check_text
 
 # Column widths of the seed schema, and the protocol's capability rule that keeps
@@ -100,6 +101,12 @@ class Service:
     capabilities: list[str]
     discovery_metadata: dict[str, Any]
     last_seen: datetime
+    #: Where the service is in the liveness state machine (PROTOCOL.md section 8); one the
+    #: liveness table has no row for (written before it existed) reads as alive.
+    state: State = "alive"
+    state_since: datetime | None = None
+    #: The last check of its node, whatever it said; None before the first.
+    last_checked: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +147,8 @@ class ServiceFilter:
     """What a map query asks for; every part is optional and they combine with AND.
 
     ``all_capabilities``: the service holds every one (``@>``);
-    ``any_capabilities``: it holds at least one (``?|``).
+    ``any_capabilities``: it holds at least one (``?|``);
+    ``states``: its state is one of these; none given means every state but ``gone``.
     """
 
     all_capabilities: tuple[str, ...] = ()
@@ -148,6 +156,7 @@ class ServiceFilter:
     node_class: str | None = None
     node_id: str | None = None
     seen_since: datetime | None = None
+    states: tuple[State, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("all_capabilities", "any_capabilities"):
@@ -160,6 +169,20 @@ class ServiceFilter:
             _check_sized("node_id", self.node_id, MAX_ID_CHARS)
         if self.seen_since is not None and self.seen_since.tzinfo is None:
             raise InvalidValue("seen_since must be timezone-aware", field="seen_since")
+        object.__setattr__(self, "states", checked_states(self.states))
+
+    @property
+    def wanted_states(self) -> list[str]:
+        """The states asked for, or those map queries return by default."""
+        return list(self.states or VISIBLE_STATES)
+
+
+def checked_states(states: Sequence[str]) -> tuple[State, ...]:
+    """``states`` without repeats, each one of the four (else INVALID_VALUE, field state)."""
+    for state in states:
+        if state not in STATES:
+            raise InvalidValue(f"state must be one of {', '.join(STATES)}", field="state")
+    return tuple(cast(State, state) for state in dict.fromkeys(states))
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,9 +213,10 @@ class ClassSummary:
 
 @dataclass(frozen=True, slots=True)
 class MapSummary:
-    """What the map holds, by node class."""
+    """What the map holds, by node class, and its services by state (every state present)."""
 
     classes: list[ClassSummary]
+    states: dict[State, int] = field(default_factory=lambda: dict.fromkeys(STATES, 0))
 
     @property
     def services(self) -> int:

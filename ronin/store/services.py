@@ -18,6 +18,7 @@ from ronin.store import dumps
 from ronin.store.claims import CLAIM_KEY, Claim, Held, Settled, settle
 from ronin.store.cursor import decode_cursor, encode_cursor
 from ronin.store.database import pooled_connection
+from ronin.store.liveness_rules import STATES, State
 from ronin.store.models import (
     ClassSummary,
     Count,
@@ -29,6 +30,7 @@ from ronin.store.models import (
     ServiceFilter,
     Sighting,
     UpsertResult,
+    checked_states,
 )
 from ronin.store.queries import query
 
@@ -180,14 +182,25 @@ class ServiceMap:
             return [str(row[0]) for row in await cur.fetchall()]
 
     async def nodes(
-        self, *, node_class: str | None = None, limit: int = 100, cursor: str | None = None
+        self,
+        *,
+        node_class: str | None = None,
+        states: Sequence[str] = (),
+        limit: int = 100,
+        cursor: str | None = None,
     ) -> NodePage:
-        """A keyset page of nodes in ``node_id`` order, each with its services."""
+        """A keyset page of nodes in ``node_id`` order, each with its services in ``states``
+        (by default all but gone); a node with none of those is left out."""
         if not 1 <= limit <= MAX_NODE_PAGE_SIZE:
             raise InvalidValue(f"limit must be from 1 to {MAX_NODE_PAGE_SIZE}", field="limit")
-        node_class = ServiceFilter(node_class=node_class).node_class  # checked, canonical
+        where = ServiceFilter(node_class=node_class, states=checked_states(states))
         after = decode_cursor(cursor) if cursor is not None else None
-        params = {"after": after, "node_class": node_class, "limit": limit}
+        params = {
+            "after": after,
+            "node_class": where.node_class,  # checked, canonical
+            "states": where.wanted_states,
+            "limit": limit,
+        }
         async with self._connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(query("nodes_page"), params)
@@ -211,12 +224,19 @@ class ServiceMap:
         return int(row[0]) if row else 0
 
     async def summary(self) -> MapSummary:
-        """Services, nodes and latest sighting per class: a full scan, for operators."""
+        """Services, nodes and latest sighting per class, and services per state: full scans,
+        for operators."""
         async with self._connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(query("summary_by_class"))
             classes = [ClassSummary(**row) for row in await cur.fetchall()]
-        return MapSummary(classes=classes)
+            states = await _counts_by_state(conn)
+        return MapSummary(classes=classes, states=states)
+
+    async def counts_by_state(self) -> dict[State, int]:
+        """Services per state, every state present; one without a liveness row is alive."""
+        async with self._connection() as conn:
+            return await _counts_by_state(conn)
 
     async def prune(self, *, not_seen_for: timedelta, now: datetime | None = None) -> int:
         """Delete services not seen for ``not_seen_for``; return how many went."""
@@ -238,6 +258,7 @@ class ServiceMap:
             "node_class": where.node_class,
             "node_id": where.node_id,
             "seen_since": where.seen_since,
+            "states": where.wanted_states,
             "after": after,
             "limit": limit,
         }
@@ -286,6 +307,12 @@ class ServiceMap:
 
     def _connection(self) -> AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
         return pooled_connection(self._pool)
+
+
+async def _counts_by_state(conn: psycopg.AsyncConnection[Any]) -> dict[State, int]:
+    cur = await conn.execute(query("count_services_by_state"))
+    found = {str(state): int(n) for state, n in await cur.fetchall()}
+    return {state: found.get(state, 0) for state in STATES}
 
 
 async def _server_now(conn: psycopg.AsyncConnection[Any]) -> datetime:

@@ -23,7 +23,7 @@ import psycopg
 import pytest
 
 from ronin.beacon import BeaconServer, demo_descriptor
-from tests.acceptance.serve_support import environment
+from tests.acceptance.serve_support import environment, served_node
 from tests.acceptance.test_worker_processes import Workers
 from tests.support.fleet import addresses
 
@@ -248,5 +248,20 @@ def test_two_workers_never_check_a_node_twice_in_one_round(db_url: str, workers:
         assert by_node == {node_id: 1 + rounds[node_id] for node_id in by_node}
         for index in range(2):
             assert "verifying the map every 1s" in workers.log(index)
+    finally:
+        fleet.__exit__()
+
+
+def test_serve_verifies_with_job_slots_and_not_without(db_url: str, tmp_path: Path) -> None:
+    fleet = discovered(db_url, "127.94.0.0/27")
+    try:
+        with served_node(tmp_path, db_url, "--workers", "0", **VERIFY) as node:
+            time.sleep(2)  # two intervals in which an API-only node must check nothing
+            assert "verifying the map" not in node.log()
+        assert not scalar(db_url, "SELECT bool_or(last_checked IS NOT NULL) FROM service_liveness")
+        with served_node(tmp_path, db_url, "--workers", "1", **VERIFY) as node:
+            poll(lambda: all_checked(db_url))
+            assert node.stop() == 0
+        assert "verifying the map every 1s" in node.log()
     finally:
         fleet.__exit__()

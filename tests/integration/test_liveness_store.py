@@ -21,13 +21,17 @@ from ronin.store.liveness import (
     NodeCheck,
     Timing,
 )
+from ronin.store.liveness_rules import STATES
 from ronin.store.migrate import load_migrations, migrate
-from ronin.store.models import Sighting
+from ronin.store.models import ServiceFilter, Sighting
 from ronin.store.services import ServiceMap
 
 INTERVAL = timedelta(seconds=60)
 LEASE = timedelta(seconds=30)
 WEEK = timedelta(days=7)
+
+#: Map queries hide gone services by default; these tests read the whole map.
+EVERY_STATE = ServiceFilter(states=STATES)
 
 
 def node_id(n: int) -> str:
@@ -254,7 +258,7 @@ async def test_an_answer_without_a_service_makes_that_one_gone_and_its_siblings_
         service_id(1, 1): "gone",
         service_id(1, 2): "alive",
     }
-    seen = {s.service_id: s.last_seen for s in (await service_map.find()).items}
+    seen = {s.service_id: s.last_seen for s in (await service_map.find(EVERY_STATE)).items}
     assert seen[service_id(1, 0)] == seen[service_id(1, 2)] == now
     assert seen[service_id(1, 1)] < now
     row = await store.node_check(node_id(1))
@@ -403,7 +407,7 @@ async def test_prune_removes_services_gone_for_longer_than_the_retention(
     removed = await store.prune_gone(WEEK, now=at + WEEK + timedelta(seconds=1), batch=2)
     assert removed == 3
     assert await store.counts_by_state() == {"alive": 1, "suspect": 0, "gone": 1, "unverified": 0}
-    assert {s.service_id for s in (await service_map.find()).items} == {
+    assert {s.service_id for s in (await service_map.find(EVERY_STATE)).items} == {
         service_id(1, 0),
         service_id(3, 0),
     }

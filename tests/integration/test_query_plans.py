@@ -38,7 +38,8 @@ async def large_map(service_map: ServiceMap, db_url: str) -> str:
 
 def page_params(**overrides: Any) -> dict[str, Any]:
     params: dict[str, Any] = dict.fromkeys(("node_class", "node_id", "seen_since", "after"))
-    return params | {"limit": 100, "also_required": []} | overrides
+    default_states = ["alive", "suspect", "unverified"]
+    return params | {"limit": 100, "also_required": [], "states": default_states} | overrides
 
 
 @pytest.mark.parametrize(
@@ -76,3 +77,44 @@ async def test_an_all_of_search_is_driven_by_its_rarest_capability(
     async with service_map._connection() as conn:
         _, params = await service_map._page_query(conn, where, None, 100)
     assert params["drivers"] == ["medium"]
+
+
+def _liveness_is_probed_by_key(nodes: list[dict[str, Any]], *, merged: bool = False) -> None:
+    """The state filter reads service_liveness only by primary key, one probe per row the
+    walk hands over, and nothing is read end to end or sorted (``merged``: but the pages of
+    a capability search's walks, a few pages' worth)."""
+    liveness = [n for n in nodes if n.get("Relation Name") == "service_liveness"]
+    assert liveness, nodes
+    assert all(n["Node Type"] in ("Index Scan", "Index Only Scan") for n in liveness)
+    assert all(n["Index Name"] == "service_liveness_pkey" for n in liveness)
+    assert not [n for n in nodes if n["Node Type"] in ("Seq Scan", "Hash Join", "Merge Join")]
+    sorts = [n for n in nodes if n["Node Type"] == "Sort"]
+    assert len(sorts) == (1 if merged else 0)
+    assert all(n["Plans"][0]["Node Type"] == "Nested Loop" for n in sorts)
+
+
+@pytest.mark.parametrize("node_class", [None, "Musa"])
+def test_a_default_page_probes_liveness_within_the_ordered_walk(
+    large_map: str, node_class: str | None
+) -> None:
+    nodes = explain(large_map, "find_services", page_params(node_class=node_class))
+    _liveness_is_probed_by_key(nodes)
+
+
+@pytest.mark.parametrize("states", [["alive", "suspect", "unverified"], ["gone"]])
+def test_a_capability_page_probes_liveness_by_key(large_map: str, states: list[str]) -> None:
+    params = page_params(drivers=["common"], states=states)
+    nodes = explain(large_map, "find_services_by_capability", params)
+    _liveness_is_probed_by_key(nodes, merged=True)
+    walks = [n for n in nodes if n.get("Relation Name") == "service_capabilities"]
+    assert walks
+    assert all(n["Node Type"] in ("Index Scan", "Index Only Scan") for n in walks)
+
+
+def test_a_nodes_page_probes_liveness_by_key(large_map: str) -> None:
+    params = {"after": None, "node_class": None, "limit": 50}
+    nodes = explain(large_map, "nodes_page", params | {"states": ["alive", "suspect"]})
+    liveness = [n for n in nodes if n.get("Relation Name") == "service_liveness"]
+    assert liveness
+    assert all(n["Index Name"] == "service_liveness_pkey" for n in liveness)
+    assert "Seq Scan" not in {n["Node Type"] for n in nodes}

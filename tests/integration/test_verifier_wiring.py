@@ -7,6 +7,7 @@ The liveness clock is driven through ``run_once(now=...)`` and ``prune(now=...)`
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -252,3 +253,54 @@ async def test_the_guard_and_failure_counters_move(
     assert len(trip) == 1
     assert trip[0].levelno == logging.WARNING
     assert "self_check:database" in trip[0].getMessage()
+
+
+async def test_a_service_the_node_newly_lists_enters_the_map(node: Node, beacons: Beacons) -> None:
+    await discover(node, beacons)
+    grown = beacons.descriptor(2)
+    new_id = grown["services"][0]["service_id"] + ":extra"
+    grown["services"].append({**grown["services"][0], "service_id": new_id})
+    grown["hieros_compliance"] = {**grown["hieros_compliance"], "verified": True}
+    beacons.server.replace(beacons.keys[2], grown)
+    async with node.verifier() as verifier:
+        assert verifier is not None
+        await verifier.run_once(now=await server_now(node) + timedelta(seconds=1))
+    added = await node.services.get(new_id)
+    assert added is not None
+    assert added.node_id == grown["node_id"]
+    assert added.discovery_metadata["discovery_method"] == "verify"
+    for sid in beacons.service_ids(2):  # the siblings took the descriptor's new metadata
+        sibling = await node.services.get(sid)
+        assert sibling is not None
+        assert sibling.discovery_metadata["hieros_compliance"]["verified"] is True
+    assert await node_states(node, new_id) == {new_id: "alive"}
+
+
+async def test_the_running_verifier_prunes_what_outlived_its_retention(
+    db_url: str, beacons: Beacons
+) -> None:
+    async with open_node(settings_for(db_url, RONIN_GONE_RETENTION_S="60")) as opened:
+        await discover(opened, beacons)
+        doomed = beacons.service_ids(0)[1]
+        kept = beacons.descriptor(0)
+        kept["services"] = kept["services"][:1]  # its node no longer lists it
+        beacons.server.replace(beacons.keys[0], kept)
+        async with opened.database.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE service_liveness SET state = 'gone', state_since = now() - interval '1h'"
+                " WHERE service_id = %s",
+                (doomed,),
+            )
+        async with opened.verifier() as verifier:
+            assert verifier is not None
+            stop = asyncio.Event()
+            running = asyncio.create_task(verifier.run(stop))
+            try:
+                async with asyncio.timeout(30):
+                    while await opened.services.get(doomed) is not None:  # noqa: ASYNC110
+                        await asyncio.sleep(0.05)
+            finally:
+                stop.set()
+                await running
+        assert verifier.counts.pruned == 1
+        assert await opened.services.get(beacons.service_ids(0)[0]) is not None

@@ -101,3 +101,43 @@ def test_every_command_is_named_with_the_module_that_registers_it() -> None:
     assert len(registered) > len(COMMAND_MODULES)
     for name, callback in registered:
         assert getattr(callback, "__module__", None) == COMMAND_MODULES[name], name
+
+
+@pytest.mark.parametrize(
+    ("args", "light"),
+    [(["--version"], {"psycopg", "pydantic"}), (["map", "summary"], {"pydantic"})],
+    ids=["--version", "map summary"],
+)
+def test_a_command_of_flags_only_skips_what_it_does_not_use(
+    tmp_path: Path, args: list[str], light: set[str]
+) -> None:
+    """Typer coerces unset on-only flags (--help) through pydantic unless they read False;
+    --version needs no database driver either."""
+    modules = imported(tmp_path, args, RONIN_DATABASE_URL=NO_DATABASE)
+    assert "typer" in packages(modules)  # the probe ran
+    assert packages(modules) & light == set()
+
+
+def test_an_unset_flag_still_works_when_given(tmp_path: Path) -> None:
+    """--help is still --help, and a bad option is still refused (exit 2)."""
+    path = os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))
+    env = {**os.environ, "PYTHONPATH": path}
+    shown = subprocess.run(
+        [sys.executable, "-m", "ronin", "map", "summary", "--help"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert shown.returncode == 0
+    assert "--json" in shown.stdout
+    refused = subprocess.run(
+        [sys.executable, "-m", "ronin", "map", "summary", "--nope"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode == 2

@@ -57,10 +57,14 @@ async def readyz(state: Node) -> Response:
     },
 )
 async def prometheus_metrics(state: Node) -> Response:
-    """Jobs by status and services in the map (read now from the database), and this
-    process's claim latency, probes by outcome and reason, and probe latency."""
+    """Jobs by status, services in the map and by state (read now from the database), and
+    this process's claim latency, probes by outcome and reason, probe latency and liveness
+    counters."""
     counts = await state.jobs.count_by_status()
     for status in JOB_STATUSES:
         metrics.JOBS.labels(status).set(counts.get(status, 0))
-    metrics.SERVICES.set(await state.services.total())
+    by_state = await state.services.counts_by_state()
+    for service_state, count in by_state.items():
+        metrics.SERVICES_BY_STATE.labels(service_state).set(count)
+    metrics.SERVICES.set(sum(by_state.values()))
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

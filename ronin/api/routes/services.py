@@ -12,7 +12,8 @@ from ronin.api.state import NodeState, node
 from ronin.api.wire import NODE_PAGE, SERVICE, SERVICE_PAGE, error_responses, json_response
 from ronin.durations import parse_duration
 from ronin.errors import InvalidValue, NotFound
-from ronin.store.models import NodePage, Page, Service, ServiceFilter
+from ronin.store.liveness_rules import STATES
+from ronin.store.models import NodePage, Page, Service, ServiceFilter, checked_states
 from ronin.store.storable import check_text
 
 router = APIRouter(tags=["map"], dependencies=[Depends(require_read)])
@@ -30,6 +31,15 @@ AnyCapabilities = Annotated[
     Query(
         max_length=MAX_CAPABILITIES_ASKED,
         description="Repeatable; a service must hold at least one (any-of).",
+    ),
+]
+States = Annotated[
+    list[str],
+    Query(
+        max_length=len(STATES),
+        description="Repeatable; the service is in one of these states (alive, suspect, gone, "
+        "unverified). Without it, every state but gone.",
+        json_schema_extra={"items": {"type": "string", "enum": list(STATES)}},
     ),
 ]
 Limit = Annotated[int, Query(ge=1, le=1000)]
@@ -51,16 +61,19 @@ async def find_services(
             "(seen within it).",
         ),
     ] = None,
+    service_state: Annotated[States, Query(alias="state")] = [],  # noqa: B006
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> Response:
-    """Services matching every filter given, in ``service_id`` order, a page at a time."""
+    """Services matching every filter given, in ``service_id`` order, a page at a time; gone
+    ones only when a ``state`` asks for them."""
     where = ServiceFilter(
         all_capabilities=tuple(capability),
         any_capabilities=tuple(any_capability),
         node_class=node_class,
         node_id=node_id,
         seen_since=_since(seen_since) if seen_since else None,
+        states=checked_states(service_state),
     )
     page = await state.services.find(where, limit=limit, cursor=cursor)
     return json_response(SERVICE_PAGE, page)
@@ -84,11 +97,15 @@ async def get_service(service_id: str, state: Node) -> Response:
 async def list_nodes(
     state: Node,
     node_class: Annotated[str | None, Query(max_length=100)] = None,
+    service_state: Annotated[States, Query(alias="state")] = [],  # noqa: B006
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: Cursor = None,
 ) -> Response:
-    """Nodes in ``node_id`` order, each with its services."""
-    page = await state.services.nodes(node_class=node_class, limit=limit, cursor=cursor)
+    """Nodes in ``node_id`` order, each with its services in the states asked for (every state
+    but gone without ``state``); a node with none of those is left out."""
+    page = await state.services.nodes(
+        node_class=node_class, states=service_state, limit=limit, cursor=cursor
+    )
     return json_response(NODE_PAGE, page)
 
 

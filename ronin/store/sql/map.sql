@@ -53,21 +53,43 @@ FROM unnest(
 WHERE s.service_id = sighting.service_id
 
 -- name: get_service
--- One service by its id.
-SELECT service_id, node_id, node_class, endpoint, capabilities, discovery_metadata, last_seen
-FROM discovered_services
-WHERE service_id = %(service_id)s
+-- One service by its id, in whatever state.
+SELECT s.service_id, s.node_id, s.node_class, s.endpoint, s.capabilities, s.discovery_metadata,
+       s.last_seen, coalesce(live.state, 'alive') AS state,
+       coalesce(live.state_since, s.last_seen) AS state_since, live.last_checked
+FROM discovered_services AS s
+LEFT JOIN LATERAL (
+    -- Its liveness, one primary-key probe; no row reads as alive.
+    SELECT l.state, l.state_since, l.last_checked
+    FROM service_liveness AS l
+    WHERE l.service_id = s.service_id
+    OFFSET 0
+) AS live ON true
+WHERE s.service_id = %(service_id)s
 
 -- name: find_services
 -- A keyset page of services, in service_id order, when no capability narrows the search.
 -- The (node_class, service_id) and (node_id, service_id) indexes hand rows over in page order.
-SELECT service_id, node_id, node_class, endpoint, capabilities, discovery_metadata, last_seen
-FROM discovered_services
-WHERE (%(node_class)s::text IS NULL OR node_class = %(node_class)s::text)
-  AND (%(node_id)s::text IS NULL OR node_id = %(node_id)s::text)
-  AND (%(seen_since)s::timestamptz IS NULL OR last_seen >= %(seen_since)s::timestamptz)
-  AND (%(after)s::text IS NULL OR service_id > %(after)s::text)
-ORDER BY service_id
+-- The state filter is checked on each row the walk hands over, by one probe of the liveness
+-- table's primary key: the walk stays an ordered index scan (OFFSET 0 keeps the planner from
+-- making it a join that reads the liveness table end to end).
+SELECT s.service_id, s.node_id, s.node_class, s.endpoint, s.capabilities, s.discovery_metadata,
+       s.last_seen, coalesce(live.state, 'alive') AS state,
+       coalesce(live.state_since, s.last_seen) AS state_since, live.last_checked
+FROM discovered_services AS s
+LEFT JOIN LATERAL (
+    -- Its liveness, one primary-key probe; no row reads as alive.
+    SELECT l.state, l.state_since, l.last_checked
+    FROM service_liveness AS l
+    WHERE l.service_id = s.service_id
+    OFFSET 0
+) AS live ON true
+WHERE (%(node_class)s::text IS NULL OR s.node_class = %(node_class)s::text)
+  AND (%(node_id)s::text IS NULL OR s.node_id = %(node_id)s::text)
+  AND (%(seen_since)s::timestamptz IS NULL OR s.last_seen >= %(seen_since)s::timestamptz)
+  AND (%(after)s::text IS NULL OR s.service_id > %(after)s::text)
+  AND coalesce(live.state, 'alive') = ANY (%(states)s::text[])
+ORDER BY s.service_id
 LIMIT %(limit)s
 
 -- name: find_services_by_capability
@@ -79,7 +101,7 @@ LIMIT %(limit)s
 -- would fetch and sort every holder of a common capability before the first row.
 SELECT DISTINCT ON (page.service_id)
     page.service_id, page.node_id, page.node_class, page.endpoint, page.capabilities,
-    page.discovery_metadata, page.last_seen
+    page.discovery_metadata, page.last_seen, page.state, page.state_since, page.last_checked
 FROM unnest(%(drivers)s::text[]) AS driver(capability)
 CROSS JOIN LATERAL (
     SELECT s.*
@@ -87,12 +109,21 @@ CROSS JOIN LATERAL (
     CROSS JOIN LATERAL (
         -- One primary-key probe per candidate, in walk order. OFFSET 0 keeps the planner
         -- from turning this into a join that reads discovered_services end to end.
-        SELECT *
+        SELECT candidate.*, coalesce(live.state, 'alive') AS state,
+               coalesce(live.state_since, candidate.last_seen) AS state_since, live.last_checked
         FROM discovered_services AS candidate
+        LEFT JOIN LATERAL (
+            -- Its liveness, probed likewise; no row reads as alive.
+            SELECT l.state, l.state_since, l.last_checked
+            FROM service_liveness AS l
+            WHERE l.service_id = candidate.service_id
+            OFFSET 0
+        ) AS live ON true
         WHERE candidate.service_id = sc.service_id
           AND (%(node_id)s::text IS NULL OR candidate.node_id = %(node_id)s::text)
           AND (%(seen_since)s::timestamptz IS NULL
                OR candidate.last_seen >= %(seen_since)s::timestamptz)
+          AND coalesce(live.state, 'alive') = ANY (%(states)s::text[])
         OFFSET 0
     ) AS s
     WHERE sc.capability = driver.capability
@@ -153,21 +184,55 @@ WHERE last_seen < %(cutoff)s
 -- name: nodes_page
 -- A keyset page of nodes in node_id order, each with all its services. The nodes are picked
 -- from the (node_id, service_id) index first, so a page reads only its own nodes' rows.
+-- A node shows the services in the states asked for (by default all but gone), and a node
+-- with none of those is left out: the state of each is one liveness primary-key probe.
 WITH page AS (
-    SELECT DISTINCT node_id
-    FROM discovered_services
-    WHERE (%(after)s::text IS NULL OR node_id > %(after)s::text)
-      AND (%(node_class)s::text IS NULL OR node_class = %(node_class)s::text)
-    ORDER BY node_id
+    SELECT DISTINCT s.node_id
+    FROM discovered_services AS s
+    LEFT JOIN LATERAL (
+        -- Its liveness, one primary-key probe; no row reads as alive.
+        SELECT l.state, l.state_since, l.last_checked
+        FROM service_liveness AS l
+        WHERE l.service_id = s.service_id
+        OFFSET 0
+    ) AS live ON true
+    WHERE (%(after)s::text IS NULL OR s.node_id > %(after)s::text)
+      AND (%(node_class)s::text IS NULL OR s.node_class = %(node_class)s::text)
+      AND coalesce(live.state, 'alive') = ANY (%(states)s::text[])
+    ORDER BY s.node_id
     LIMIT %(limit)s
 )
 SELECT s.service_id, s.node_id, s.node_class, s.endpoint, s.capabilities,
-       s.discovery_metadata, s.last_seen
+       s.discovery_metadata, s.last_seen, coalesce(live.state, 'alive') AS state,
+       coalesce(live.state_since, s.last_seen) AS state_since, live.last_checked
 FROM discovered_services AS s
 JOIN page ON page.node_id = s.node_id
-WHERE %(node_class)s::text IS NULL OR s.node_class = %(node_class)s::text
+LEFT JOIN LATERAL (
+    -- Its liveness, one primary-key probe; no row reads as alive.
+    SELECT l.state, l.state_since, l.last_checked
+    FROM service_liveness AS l
+    WHERE l.service_id = s.service_id
+    OFFSET 0
+) AS live ON true
+WHERE (%(node_class)s::text IS NULL OR s.node_class = %(node_class)s::text)
+  AND coalesce(live.state, 'alive') = ANY (%(states)s::text[])
 ORDER BY s.node_id, s.service_id
 
 -- name: count_services
 -- Every service in the map, for /metrics.
 SELECT count(*) FROM discovered_services
+
+-- name: count_services_by_state
+-- Services per state, for /metrics and ``ronin map summary``: the states other than alive
+-- from the narrow liveness table, alive the rest of the map (so a service without a liveness
+-- row counts as alive, as map queries read it).
+WITH others AS (
+    SELECT state, count(*) AS services
+    FROM service_liveness
+    WHERE state <> 'alive'
+    GROUP BY state
+)
+SELECT state, services FROM others
+UNION ALL
+SELECT 'alive', (SELECT count(*) FROM discovered_services)
+    - coalesce((SELECT sum(services) FROM others), 0)
