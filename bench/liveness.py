@@ -148,6 +148,7 @@ async def checks_claimed(conn: Connection) -> int:
 
 
 async def nodes_answered(conn: Connection) -> int:
+    """Nodes whose descriptor has answered a check."""
     row = await (
         await conn.execute("SELECT count(*) FROM node_checks WHERE last_answered_at IS NOT NULL")
     ).fetchone()
@@ -195,6 +196,7 @@ async def seed(url: str, urls: list[str], allow: str) -> int:
 
 @contextlib.asynccontextmanager
 async def started_fleet(nodes: int, services: int) -> AsyncIterator[Fleet]:
+    """A fleet listening, closed on the way out."""
     fleet = Fleet(nodes, services)
     try:
         await fleet.start()
