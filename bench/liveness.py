@@ -78,7 +78,6 @@ from bench.liveness_support import (
     verifying,
 )
 from ronin.beacon import descriptor_url
-from ronin.jobs.verifying import IDLE_S as VERIFIER_IDLE_S
 from tests.support import netns
 from tests.support.netns_fleet import (
     SYN_RULE,
@@ -267,11 +266,6 @@ async def death_to_gone(server: str, size: Size, logs: Path) -> None:
         f"   yardsticks at their defaults: Kubernetes NotReady {KUBERNETES_S} s,"
         f" Consul's reaper {CONSUL_S} s"
     )
-    if interval < 10 * VERIFIER_IDLE_S:
-        say(
-            f"   note: the verifier pauses {VERIFIER_IDLE_S:g} s when nothing is due, so at this"
-            " interval that pause, not the interval, paces the retries"
-        )
 
 
 # --- 2. Cost ---------------------------------------------------------------------------------

@@ -38,6 +38,8 @@ FETCH_TIMEOUT_S = 5.0
 CONCURRENCY = 32
 BATCH = 100
 GUARD_MIN_SAMPLE = 10
+#: The longest pause between looks for due nodes when none is due; at short intervals a
+#: twentieth of the interval (a quarter of a retry's delay), so a retry is not kept waiting.
 IDLE_S = 1.0
 #: The resolver self-check's bound: one UDP question, well inside a fetch's timeout.
 RESOLVER_CHECK_TIMEOUT_S = 2.0
@@ -70,7 +72,7 @@ def verifier_options(settings: Settings, worker_id: str | None = None) -> Verifi
         batch=BATCH,
         concurrency=CONCURRENCY,
         fetch_timeout_s=FETCH_TIMEOUT_S,
-        idle_s=IDLE_S,
+        idle_s=min(IDLE_S, settings.verify_interval_s / 20),
         gone_retention=settings.gone_retention,
     )
 

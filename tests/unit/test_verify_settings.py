@@ -48,3 +48,15 @@ def test_a_bad_value_names_its_variable(name: str, value: str, says: str) -> Non
         Settings.from_env({name: value})
     assert raised.value.field == name
     assert name in raised.value.message
+
+
+@pytest.mark.parametrize(("interval", "idle"), [("60", 1.0), ("10", 0.5), ("1", 0.05)])
+def test_an_idle_verifier_looks_again_well_before_a_retry_is_due(
+    interval: str, idle: float
+) -> None:
+    """A failed check is retried after a fifth of the interval: an idle pause of a full second
+    would be the whole of that delay at a 1 s interval (the benchmark's death-to-gone MISS)."""
+    from ronin.jobs.verifying import verifier_options
+
+    settings = Settings.from_env({"RONIN_VERIFY_INTERVAL_S": interval})
+    assert verifier_options(settings).idle_s == pytest.approx(idle)
