@@ -96,6 +96,9 @@ class Crawl:
         #: repeats them, so a checkpoint must not count them visited (or probed) yet.
         self._sweeping: set[str] = set()
         self._last_flush = time.monotonic()
+        #: One batch written at a time: a report's flush waits for a probe's batch in flight,
+        #: so a checkpoint is never saved before the sightings of the nodes it counts done.
+        self._flushing = asyncio.Lock()
         self._rate = RateLimit(options.rate)
 
     async def run(self) -> CrawlReport:
@@ -404,11 +407,12 @@ class Crawl:
             await self._flush()
 
     async def _flush(self) -> None:
-        """Write buffered sightings to the map, linked to this job."""
-        batch, self._pending = self._pending, []
-        self._last_flush = time.monotonic()
-        if batch:
-            await self.context.record(batch)
+        """Write buffered sightings to the map, linked to this job (after any batch in flight)."""
+        async with self._flushing:
+            batch, self._pending = self._pending, []
+            self._last_flush = time.monotonic()
+            if batch:
+                await self.context.record(batch)
 
     async def _report(self, *, force: bool = False, message: str | None = None) -> None:
         """Progress, with the checkpoint a re-claimed attempt resumes from."""

@@ -462,3 +462,46 @@ async def test_a_checkpoint_taken_while_a_swept_node_is_fetched_repeats_that_fet
     assert again.calls[origin("127.0.0.2")] == 1
     assert services_of(net, "127.0.0.2") <= rerun.service_ids()
     assert result.stats == whole.stats  # each address counted once, both nodes found
+
+
+async def test_a_checkpoint_is_saved_only_after_a_batch_in_flight_is_written() -> None:
+    """A probe's flush may be writing a batch when a report takes its checkpoint: that
+    checkpoint counts the batch's nodes as done, so it must not be saved before the batch is
+    (a worker killed in between would lose those nodes' services for good)."""
+    writing, release = asyncio.Event(), asyncio.Event()
+
+    class SlowJob(FakeJob):
+        async def record(self, sightings: Sequence[Sighting]) -> None:
+            writing.set()
+            await release.wait()
+            await super().record(sightings)
+
+    descriptors = graph({"127.0.0.1": []})
+    job = SlowJob(params("127.0.0.0/29", 1))
+    options = DiscoveryOptions(
+        policy=ScopePolicy.default(), concurrency=4, rate=None, fetch=FakeNet(descriptors).fetch
+    )
+    crawler = Crawl(cast(Any, job), options)
+    found = await FakeNet(descriptors).fetch(origin("127.0.0.1") + "/.well-known/kos-node")
+    assert isinstance(found, Fetched)
+    crawler._pending.extend(
+        observe(
+            found,
+            discovery_method="http_probe",
+            job_id=JOB_ID,
+            rank=(1, 0, 0),
+            seen_at=datetime.now(UTC),
+        ).sightings
+    )
+    crawler.state.visited.add(origin("127.0.0.1"))
+    flushing = asyncio.create_task(crawler._flush())  # a probe's flush, now writing
+    await writing.wait()
+    reporting = asyncio.create_task(crawler._report(force=True))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert job.saved == []  # not before the batch it counts is written
+    release.set()
+    await asyncio.gather(flushing, reporting)
+    [(checkpoint, recorded)] = job.saved
+    assert origin("127.0.0.1") in checkpoint["visited"]
+    assert services_of(FakeNet(descriptors), "127.0.0.1") <= recorded
