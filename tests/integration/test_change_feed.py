@@ -331,7 +331,9 @@ async def test_ending_the_streams_ends_a_stream_waiting_for_changes(
                 received.append(item)
 
         consuming = asyncio.create_task(consume())
-        while hub.streams == 0:
+        for _ in range(1000):  # until the stream is waiting (bounded)
+            if hub.streams:
+                break
             await asyncio.sleep(0.01)
         hub.end_streams()
         await asyncio.wait_for(consuming, 10)  # ended, not waiting an hour for a heartbeat
