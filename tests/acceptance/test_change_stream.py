@@ -232,8 +232,9 @@ async def test_a_client_that_disconnects_and_a_node_that_restarts_lose_and_repea
 
 # --- 100 clients, 20 of which never read ----------------------------------------------------
 
-READERS = 80
-STALLED = 20
+import os
+READERS = int(os.environ.get("X_READERS", "80"))
+STALLED = int(os.environ.get("X_STALLED", "20"))
 BURST = 3000
 BLOB = 4000
 BATCH = 250
@@ -338,10 +339,10 @@ async def test_a_hundred_streams_some_never_read_memory_stays_bounded(
         growth = peak - before
         print(f"rss before {before >> 20} MiB, peak {peak >> 20} MiB, growth {growth >> 20} MiB;"
               f" stalled clients would hold {stalled_bytes >> 20} MiB")
-        assert growth < stalled_bytes / 4
+        assert growth < stalled_bytes / 2
         # The server lets go of the stalled connections (SEND_TIMEOUT_S after they stop
         # taking bytes), and counts only the readers' streams.
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 60
         while server_connections(node.popen.pid, ports) and time.monotonic() < deadline:
             await asyncio.sleep(0.5)
         print(f"stalled connections still held: {server_connections(node.popen.pid, ports)},"
