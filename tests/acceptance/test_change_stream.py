@@ -260,7 +260,9 @@ def stalled_client(url: str, path: str) -> socket.socket:
     return sock
 
 
-async def read_ids(url: str, since: str, until: str, opened: asyncio.Event) -> list[str]:
+async def read_ids(
+    url: str, since: str, until: str, opened: asyncio.Event, halfway: asyncio.Event
+) -> list[str]:
     """The cursors of the change events of one stream, read as fast as they come, until
     ``until``; the bytes are split by hand (80 of these parse 1 GB)."""
     ids: list[str] = []
@@ -279,6 +281,8 @@ async def read_ids(url: str, since: str, until: str, opened: asyncio.Event) -> l
                 cursor = first[4:].decode()
                 if second != b"event: heartbeat":
                     ids.append(cursor)
+                if len(ids) == BURST // 2:
+                    halfway.set()
                 if cursor >= until:
                     return ids
     raise AssertionError("the stream ended")
@@ -293,12 +297,41 @@ def server_connections(pid: int, ports: set[int]) -> int:
     )
 
 
+async def burst(db_url: str, first: int, count: int, sample: Any) -> None:
+    """``count`` services of ``BLOB`` bytes of metadata each, ``BATCH`` to a transaction."""
+    blob = "x" * BLOB
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        for start in range(first, first + count, BATCH):
+            async with conn.transaction(), conn.cursor() as cur:
+                await cur.executemany(
+                    INSERT,
+                    [
+                        service_row(f"did:kos:service:burst-{n}", metadata={"blob": blob, "n": n})
+                        for n in range(start, start + BATCH)
+                    ],
+                )
+            sample()
+
+
 @pytest.mark.slow
 async def test_a_hundred_streams_some_never_read_memory_stays_bounded(
     tmp_path: Path, db_url: str
 ) -> None:
     with serve(tmp_path, db_url) as node, ExitStack() as sockets:
+        server = psutil.Process(node.popen.pid)
+        peak = [0]
+
+        def sample() -> None:
+            peak[0] = max(peak[0], server.memory_info().rss)
+
+        async def readers_reach(tasks: list[asyncio.Task[list[str]]]) -> None:
+            pending = set(tasks)
+            while pending:
+                _, pending = await asyncio.wait(pending, timeout=0.2)
+                sample()
+
         start = head(db_url)
+        half = f"{int(start) + BURST // 2:016d}"
         last = f"{int(start) + BURST:016d}"
         stalled = [
             sockets.enter_context(stalled_client(node.url, f"{STREAM}?since={start}"))
@@ -306,48 +339,46 @@ async def test_a_hundred_streams_some_never_read_memory_stays_bounded(
         ]
         ports = {sock.getsockname()[1] for sock in stalled}
         opened = [asyncio.Event() for _ in range(READERS)]
-        reading = [asyncio.create_task(read_ids(node.url, start, last, e)) for e in opened]
+        halfway = [asyncio.Event() for _ in range(READERS)]
+        reading = [
+            asyncio.create_task(read_ids(node.url, start, last, o, h))
+            for o, h in zip(opened, halfway, strict=True)
+        ]
         await asyncio.wait_for(asyncio.gather(*(event.wait() for event in opened)), 60)
         while metric(node.url, "ronin_change_streams") < READERS + STALLED:
             await asyncio.sleep(0.1)
-        server = psutil.Process(node.popen.pid)
-        before = peak = server.memory_info().rss
-        blob = "x" * BLOB
-        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
-            for first in range(0, BURST, BATCH):
-                async with conn.transaction(), conn.cursor() as cur:
-                    await cur.executemany(
-                        INSERT,
-                        [
-                            service_row(
-                                f"did:kos:service:burst-{n}", metadata={"blob": blob, "n": n}
-                            )
-                            for n in range(first, first + BATCH)
-                        ],
-                    )
-                peak = max(peak, server.memory_info().rss)
+        sample()
+        before = peak[0]
+        # The first half fills what the stalled clients' sockets hold (and the server's
+        # buffer of each, one chunk at most); the second would only pile up behind them.
+        await burst(db_url, 0, BURST // 2, sample)
+        waiting = [asyncio.create_task(event.wait()) for event in halfway]
+        await readers_reach(waiting)
+        first_half = peak[0]
+        await burst(db_url, BURST // 2, BURST - BURST // 2, sample)
         expected = [cursor for cursor, _, _ in log(db_url)]
-        assert len(expected) == BURST and expected[-1] == last
-        pending = set(reading)
-        while pending:
-            _, pending = await asyncio.wait(pending, timeout=0.2)
-            peak = max(peak, server.memory_info().rss)
+        assert len(expected) == BURST and expected[BURST // 2 - 1] == half
+        assert expected[-1] == last
+        await readers_reach(reading)
         for task in reading:
-            assert task.result() == expected
-        event_bytes = len(last) * 2 + 40 + len(orjson.dumps({"blob": blob})) + 600
-        stalled_bytes = STALLED * BURST * event_bytes
-        growth = peak - before
-        print(f"rss before {before >> 20} MiB, peak {peak >> 20} MiB, growth {growth >> 20} MiB;"
-              f" stalled clients would hold {stalled_bytes >> 20} MiB")
-        assert growth < stalled_bytes / 2
-        # The server lets go of the stalled connections (SEND_TIMEOUT_S after they stop
-        # taking bytes), and counts only the readers' streams.
+            assert task.result() == expected  # every change, once, in order
+        event_bytes = 2 * len(last) + len(orjson.dumps({"blob": "x" * BLOB})) + 600
+        second_half = peak[0] - first_half
+        piled = STALLED * (BURST - BURST // 2) * event_bytes
+        print(
+            f"server RSS {before >> 20} MiB before, {first_half >> 20} MiB after the first half"
+            f" (+{(first_half - before) >> 20}), {peak[0] >> 20} MiB after the second half"
+            f" (+{second_half >> 20}); what the stalled clients would have piled up in the"
+            f" second half: {piled >> 20} MiB"
+        )
+        assert second_half < piled / 2
+        assert peak[0] - before < STALLED * BURST * event_bytes
+        # The server lets go of the stalled clients: their streams end (SEND_TIMEOUT_S after
+        # a send blocks), and so do their connections.
         deadline = time.monotonic() + 60
-        while server_connections(node.popen.pid, ports) and time.monotonic() < deadline:
-            await asyncio.sleep(0.5)
-        print(f"stalled connections still held: {server_connections(node.popen.pid, ports)},"
-              f" streams {metric(node.url, 'ronin_change_streams')}")
-        assert server_connections(node.popen.pid, ports) == 0
         while metric(node.url, "ronin_change_streams") and time.monotonic() < deadline:
             await asyncio.sleep(0.5)
         assert metric(node.url, "ronin_change_streams") == 0
+        while server_connections(node.popen.pid, ports) and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+        assert server_connections(node.popen.pid, ports) == 0, "stalled connections still held"
