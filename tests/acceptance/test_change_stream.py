@@ -10,7 +10,7 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import ExitStack
+from contextlib import AsyncExitStack, ExitStack
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -25,7 +25,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from ronin.store.changes import ChangeFeed
-from tests.acceptance.serve_support import Process, served_node
+from tests.acceptance.serve_support import served_node
 from tests.support import sse
 
 STREAM = "/v1/changes/stream"
@@ -93,10 +93,12 @@ class MapWriter:
     made: int = 0
 
     async def transaction(self, changes: int) -> None:
-        async with await psycopg.AsyncConnection.connect(self.db_url) as conn:
-            async with conn.transaction():
-                for _ in range(changes):
-                    await self._one(conn)
+        async with (
+            await psycopg.AsyncConnection.connect(self.db_url) as conn,
+            conn.transaction(),
+        ):
+            for _ in range(changes):
+                await self._one(conn)
 
     async def _one(self, conn: psycopg.AsyncConnection[Any]) -> None:
         kind = self.rng.choice(["add", "add", "change", "state", "state", "remove"])
@@ -121,7 +123,9 @@ class MapWriter:
             )
             self.states[service_id] = state
         else:
-            await conn.execute("DELETE FROM discovered_services WHERE service_id = %s", (service_id,))
+            await conn.execute(
+                "DELETE FROM discovered_services WHERE service_id = %s", (service_id,)
+            )
             del self.states[service_id]
 
 
@@ -223,18 +227,18 @@ async def test_a_client_that_disconnects_and_a_node_that_restarts_lose_and_repea
     ids = [event.id or "" for event in follower.received]
     assert ids == sorted(ids), "a heartbeat's cursor went back"
     heartbeats = [event for event in follower.received if event.event == "heartbeat"]
-    assert heartbeats and all(event.json() == {"cursor": event.id} for event in heartbeats)
+    assert heartbeats
+    assert all(event.json() == {"cursor": event.id} for event in heartbeats)
     # The test did what it says: many cuts, events from both processes.
-    print(f"{len(changes)} changes, {len(heartbeats)} heartbeats, {follower.connections} connections, {follower.by_url}")
     assert follower.connections > 20
-    assert follower.by_url.get(first.url, 0) > 0 and follower.by_url.get(second.url, 0) > 0
+    assert follower.by_url.get(first.url, 0) > 0
+    assert follower.by_url.get(second.url, 0) > 0
 
 
 # --- 100 clients, 20 of which never read ----------------------------------------------------
 
-import os
-READERS = int(os.environ.get("X_READERS", "80"))
-STALLED = int(os.environ.get("X_STALLED", "20"))
+READERS = 80
+STALLED = 20
 BURST = 3000
 BLOB = 4000
 BATCH = 250
@@ -277,7 +281,8 @@ async def read_ids(
             *whole, rest = (rest + chunk).split(b"\n\n")
             for block in whole:
                 first, second = block.split(b"\n", 2)[:2]
-                assert first.startswith(b"id: ") and second.startswith(b"event: ")
+                assert first.startswith(b"id: ")
+                assert second.startswith(b"event: ")
                 cursor = first[4:].decode()
                 if second != b"event: heartbeat":
                     ids.append(cursor)
@@ -345,7 +350,7 @@ async def test_a_hundred_streams_some_never_read_memory_stays_bounded(
             for o, h in zip(opened, halfway, strict=True)
         ]
         await asyncio.wait_for(asyncio.gather(*(event.wait() for event in opened)), 60)
-        while metric(node.url, "ronin_change_streams") < READERS + STALLED:
+        while metric(node.url, "ronin_change_streams") < READERS + STALLED:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
         sample()
         before = peak[0]
@@ -357,7 +362,8 @@ async def test_a_hundred_streams_some_never_read_memory_stays_bounded(
         first_half = peak[0]
         await burst(db_url, BURST // 2, BURST - BURST // 2, sample)
         expected = [cursor for cursor, _, _ in log(db_url)]
-        assert len(expected) == BURST and expected[BURST // 2 - 1] == half
+        assert len(expected) == BURST
+        assert expected[BURST // 2 - 1] == half
         assert expected[-1] == last
         await readers_reach(reading)
         for task in reading:
@@ -376,9 +382,232 @@ async def test_a_hundred_streams_some_never_read_memory_stays_bounded(
         # The server lets go of the stalled clients: their streams end (SEND_TIMEOUT_S after
         # a send blocks), and so do their connections.
         deadline = time.monotonic() + 60
-        while metric(node.url, "ronin_change_streams") and time.monotonic() < deadline:
+        while metric(node.url, "ronin_change_streams") and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.5)
         assert metric(node.url, "ronin_change_streams") == 0
-        while server_connections(node.popen.pid, ports) and time.monotonic() < deadline:
+        while server_connections(node.popen.pid, ports) and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.5)
         assert server_connections(node.popen.pid, ports) == 0, "stalled connections still held"
+
+
+# --- cursors: expired, past the head, malformed -----------------------------------------------
+
+
+def write(db_url: str, *rows: dict[str, Any]) -> None:
+    with psycopg.connect(db_url) as conn:
+        for row in rows:
+            conn.execute(INSERT, row)
+
+
+def expired(answer: httpx.Response, current: str) -> None:
+    assert answer.status_code == 410, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "CURSOR_EXPIRED"
+    assert error["cursor"] == current
+
+
+async def test_a_cursor_from_before_what_is_kept_answers_410_and_the_current_one_resumes(
+    tmp_path: Path, db_url: str, pool: AsyncConnectionPool[Any]
+) -> None:
+    write(db_url, *(service_row(f"did:kos:service:old-{n}") for n in range(5)))
+    assert await ChangeFeed(pool).prune(timedelta(0)) == 5
+    current = f"{5:016d}"
+    with serve(tmp_path, db_url) as node:
+        async with httpx.AsyncClient(base_url=node.url, timeout=TIMEOUT) as client:
+            # Pruned away, and past the newest change (a cursor of another database).
+            for since in (ORIGIN, f"{4:016d}", f"{6:016d}", "9" * 16):
+                expired(await client.get("/v1/changes", params={"since": since}), current)
+                async with sse.stream(client, STREAM, params={"since": since}) as answer:
+                    await answer.aread()
+                    expired(answer, current)
+                async with sse.stream(client, STREAM, last_event_id=since) as answer:
+                    await answer.aread()
+                    expired(answer, current)
+            page = await client.get("/v1/changes", params={"since": current})
+            assert page.status_code == 200
+            assert page.json() == {"changes": [], "cursor": current, "more": False}
+            # Last-Event-ID wins over since: a reconnecting client resumes where it was.
+            async with sse.stream(
+                client, STREAM, params={"since": ORIGIN}, last_event_id=current
+            ) as answer:
+                assert answer.status_code == 200
+                assert answer.headers["content-type"].startswith("text/event-stream")
+                got = sse.events(answer)
+                first = await anext(got)
+                assert (first.event, first.id) == ("heartbeat", current)
+                write(db_url, service_row("did:kos:service:new-0"))
+                write(db_url, service_row("did:kos:service:new-1"))
+                events = [await anext(got), await anext(got)]
+                assert [(e.event, e.id) for e in events] == [
+                    ("service_added", f"{6:016d}"),
+                    ("service_added", f"{7:016d}"),
+                ]
+            page = await client.get("/v1/changes", params={"since": current})
+            assert [c["cursor"] for c in page.json()["changes"]] == [f"{6:016d}", f"{7:016d}"]
+            # Not a cursor Ronin issued: 400, on both routes, from since or Last-Event-ID.
+            for bad in ("abc", "12", "0" * 17, "-" + "0" * 15, "\uff10" * 16, "0" * 15 + " "):
+                answer = await client.get("/v1/changes", params={"since": bad})
+                assert answer.status_code == 400, (bad, answer.text)
+                assert answer.json()["error"]["code"] == "INVALID_CURSOR"
+                async with sse.stream(client, STREAM, params={"since": bad}) as answer:
+                    await answer.aread()
+                    assert answer.status_code == 400, (bad, answer.text)
+                    assert answer.json()["error"]["code"] == "INVALID_CURSOR"
+                if bad.isascii() and bad == bad.strip():
+                    async with sse.stream(client, STREAM, last_event_id=bad) as answer:
+                        await answer.aread()
+                        assert answer.status_code == 400, (bad, answer.text)
+                        assert answer.json()["error"]["code"] == "INVALID_CURSOR"
+        assert "Traceback" not in node.log()
+
+
+# --- tokens -----------------------------------------------------------------------------------
+
+
+async def test_the_feed_needs_a_token_when_tokens_are_configured(
+    tmp_path: Path, db_url: str
+) -> None:
+    with serve(tmp_path, db_url, RONIN_API_TOKENS=TOKENS) as node:
+        async with httpx.AsyncClient(base_url=node.url, timeout=TIMEOUT) as client:
+            for headers in ({}, {"Authorization": "Bearer not-a-token-0123456789"}):
+                answer = await client.get("/v1/changes", headers=headers)
+                assert answer.status_code == 401
+                async with sse.stream(client, STREAM, headers=headers) as answer:
+                    await answer.aread()
+                    assert answer.status_code == 401
+            read = {"Authorization": f"Bearer {READ}"}
+            answer = await client.get("/v1/changes", headers=read)
+            assert answer.status_code == 200
+            current = answer.json()["cursor"]
+            async with sse.stream(client, STREAM, headers=read) as answer:
+                assert answer.status_code == 200
+                first = await anext(sse.events(answer))
+                assert (first.event, first.id) == ("heartbeat", current)
+
+
+# --- filters ----------------------------------------------------------------------------------
+
+FILTERS: list[list[tuple[str, str]]] = [
+    [],
+    [("capability", "packages"), ("capability", "mirror")],
+    [("node_class", "griot")],
+    [("node_id", "did:kos:griot:two")],
+    [("capability", "packages"), ("node_class", "Griot"), ("node_id", "did:kos:griot:one")],
+    [("node_id", "did:kos:griot:nobody")],
+]
+
+
+def selected(service: dict[str, Any], node_id: str, where: list[tuple[str, str]]) -> bool:
+    """The filter applied by hand, to the service as the change recorded it."""
+    for name, value in where:
+        if name == "capability" and value not in service["capabilities"]:
+            return False
+        if name == "node_class" and service["node_class"].lower() != value.lower():
+            return False
+        if name == "node_id" and node_id != value:
+            return False
+    return True
+
+
+def filtered_log(db_url: str, where: list[tuple[str, str]]) -> list[str]:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        rows = conn.execute("SELECT seq, node_id, service FROM map_changes ORDER BY seq").fetchall()
+    return [f"{seq:016d}" for seq, node_id, service in rows if selected(service, node_id, where)]
+
+
+async def read_until(answer: httpx.Response, cursor: str) -> tuple[list[str], list[str]]:
+    """Change and heartbeat cursors, until a heartbeat at ``cursor``."""
+    changes: list[str] = []
+    heartbeats: list[str] = []
+    async for event in sse.events(answer):
+        assert event.id is not None
+        if event.event != "heartbeat":
+            assert event.json()["cursor"] == event.id
+            changes.append(event.id)
+            continue
+        heartbeats.append(event.id)
+        if event.id >= cursor:
+            return changes, heartbeats
+    raise AssertionError("the stream ended")
+
+
+def filter_rows() -> Iterator[dict[str, Any]]:
+    one, two = "did:kos:griot:one", "did:kos:griot:two"
+    yield service_row("s:a", node_id=one, capabilities=("packages", "mirror"))
+    yield service_row("s:b", node_id=one, node_class="Oracle", capabilities=("packages",))
+    yield service_row("s:c", node_id=two, capabilities=("packages",))
+    yield service_row("s:d", node_id=two, node_class="Other", capabilities=("mirror", "packages"))
+
+
+async def test_stream_filters_select_exactly_the_matching_changes_and_heartbeats_advance(
+    tmp_path: Path, db_url: str
+) -> None:
+    one, two = "did:kos:griot:one", "did:kos:griot:two"
+    rows = list(filter_rows())
+    # Before any stream: the streams start behind the hub's memory and read the table.
+    write(db_url, *rows[:2])
+    with serve(tmp_path, db_url) as node:
+        async with (
+            httpx.AsyncClient(base_url=node.url, timeout=TIMEOUT) as client,
+            AsyncExitStack() as streams,
+        ):
+            answers = [
+                await streams.enter_async_context(
+                    sse.stream(client, STREAM, params=[("since", ORIGIN), *where])
+                )
+                for where in FILTERS
+            ]
+            assert all(answer.status_code == 200 for answer in answers)
+            write(db_url, *rows[2:])
+            with psycopg.connect(db_url) as conn:
+                conn.execute(
+                    "UPDATE discovered_services SET capabilities = '[\"packages\"]'"
+                    " WHERE service_id = 's:a'"
+                )
+                conn.execute(
+                    "UPDATE discovered_services SET node_id = %s WHERE service_id = 's:c'",
+                    (one,),
+                )
+                conn.execute(
+                    "UPDATE service_liveness SET state = 'suspect' WHERE service_id = 's:d'"
+                )
+                conn.execute("DELETE FROM discovered_services WHERE service_id = 's:b'")
+                conn.execute("UPDATE service_liveness SET state = 'gone' WHERE service_id = 's:d'")
+            write(db_url, service_row("s:e", node_id=two, capabilities=("mirror",)))
+            final = head(db_url)
+            for where, answer in zip(FILTERS, answers, strict=True):
+                changes, heartbeats = await asyncio.wait_for(read_until(answer, final), 60)
+                assert changes == filtered_log(db_url, where), where
+                assert heartbeats[-1] == final
+                page = await client.get(
+                    "/v1/changes", params=[("since", ORIGIN), ("limit", "1000"), *where]
+                )
+                assert [c["cursor"] for c in page.json()["changes"]] == changes, where
+    assert filtered_log(db_url, FILTERS[-1]) == []
+    assert len(filtered_log(db_url, [])) > len(filtered_log(db_url, FILTERS[1])) > 0
+
+
+# --- heartbeats -------------------------------------------------------------------------------
+
+
+async def test_a_quiet_stream_beats_with_the_current_cursor(tmp_path: Path, db_url: str) -> None:
+    write(db_url, *(service_row(f"did:kos:service:q-{n}") for n in range(3)))
+    current = f"{3:016d}"
+    with serve(tmp_path, db_url) as node:
+        async with httpx.AsyncClient(base_url=node.url, timeout=TIMEOUT) as client:
+            for params in ({}, {"since": current}):
+                async with sse.stream(client, STREAM, params=params) as answer:
+                    assert answer.status_code == 200
+                    assert answer.headers["cache-control"] == "no-store"
+                    got = sse.events(answer)
+                    for _ in range(2):
+                        beat = await anext(got)
+                        assert (beat.event, beat.id, beat.json()) == (
+                            "heartbeat",
+                            current,
+                            {"cursor": current},
+                        )
+            async with sse.stream(client, STREAM, params={"since": ORIGIN}) as answer:
+                changes, heartbeats = await asyncio.wait_for(read_until(answer, current), 60)
+                assert changes == [f"{n:016d}" for n in (1, 2, 3)]
+                assert heartbeats == [current]
