@@ -331,7 +331,7 @@ async def test_a_hundred_streams_some_never_read_memory_stays_bounded(
         def sample() -> None:
             peak[0] = max(peak[0], server.memory_info().rss)
 
-        async def readers_reach(tasks: list[asyncio.Task[list[str]]]) -> None:
+        async def readers_reach(tasks: list[asyncio.Task[Any]]) -> None:
             pending = set(tasks)
             while pending:
                 _, pending = await asyncio.wait(pending, timeout=0.2)
@@ -390,6 +390,8 @@ async def test_a_hundred_streams_some_never_read_memory_stays_bounded(
         while server_connections(node.popen.pid, ports) and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.5)
         assert server_connections(node.popen.pid, ports) == 0, "stalled connections still held"
+        # Cutting off a slow client is the protocol's ordinary answer to it, not a failure.
+        assert "Traceback" not in node.log()
 
 
 # --- cursors: expired, past the head, malformed -----------------------------------------------
