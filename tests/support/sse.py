@@ -36,7 +36,10 @@ async def events(response: httpx.Response) -> AsyncIterator[Event]:
 
 async def parse(lines: AsyncIterator[str]) -> AsyncIterator[Event]:
     """Events from the lines of an event stream (line ends already stripped)."""
-    kind, data, event_id, seen = "", list[str](), None, False
+    kind = ""
+    data: list[str] = []
+    event_id: str | None = None
+    seen = False
     async for line in lines:
         if line == "":
             if seen:
