@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import psycopg
 
 from ronin.config import Settings
-from ronin.errors import DatabaseError, InvalidValue, NotFound
+from ronin.errors import CursorExpired, DatabaseError, InvalidValue, NotFound, StreamTooSlow
 from ronin.node import Node, open_node
 from ronin.store.database import one_line
 from ronin.store.job_models import Attempt, Job, JobPage, JobStatus, Schedule
@@ -58,6 +58,16 @@ class Backend(Protocol):
     async def remove_schedule(self, ref: str) -> None: ...
     async def change_cursor(self) -> str: ...
     def watch(self, since: str, where: ChangeFilter) -> AsyncIterator[bytes]: ...
+
+
+def expired(since: str, current: str) -> CursorExpired:
+    """``since`` is older than the changes kept: say so, and where to start again."""
+    return CursorExpired(
+        f"the changes after cursor {since} are no longer kept (RONIN_CHANGES_RETENTION_S); "
+        f"the current cursor is {current}: re-read the map (ronin services), then resume with "
+        f"ronin watch --since {current}",
+        cursor=current,
+    )
 
 
 def reconnect_delays() -> Iterator[float]:
@@ -169,16 +179,17 @@ class LocalBackend:
         return await self._node.changes.current()
 
     async def watch(self, since: str, where: ChangeFilter) -> AsyncIterator[bytes]:
-        """The changes after ``since`` as they commit; a lost database is waited for, and the
-        stream resumes after the last change it yielded (or the last heartbeat's cursor)."""
-        from ronin.store.change_hub import ChangeHub, Heartbeat  # LISTEN: only to watch
+        """The changes after ``since`` as they commit. A lost database is waited for, and a
+        stream too slow for the hub's ring starts again: either resumes after the last change
+        it yielded (or the last heartbeat's cursor)."""
+        from ronin.store.change_hub import Heartbeat  # LISTEN: only to watch
 
         last = since
         delays = reconnect_delays()
         lost = False
-        while True:
-            try:
-                async with ChangeHub(self._node.changes, self._node.database.conninfo) as hub:
+        async with self._node.change_hub() as hub:
+            while True:
+                try:
                     async for item in hub.follow(last, where):
                         if lost:
                             logger.warning("the database is back: resuming after cursor %s", last)
@@ -189,13 +200,16 @@ class LocalBackend:
                         for change in item:
                             yield change.json_bytes()
                             last = change.cursor
-            except (DatabaseError, psycopg.OperationalError) as exc:
-                delay = next(delays)
-                if not lost:
-                    logger.warning(
-                        "lost the database (%s): reconnecting, to resume after cursor %s",
-                        one_line(exc),
-                        last,
-                    )
-                lost = True
-                await asyncio.sleep(delay)
+                except CursorExpired as exc:
+                    raise expired(last, exc.cursor) from None
+                except StreamTooSlow:
+                    continue
+                except (DatabaseError, psycopg.OperationalError) as exc:
+                    if not lost:
+                        logger.warning(
+                            "lost the database (%s): reconnecting, to resume after cursor %s",
+                            one_line(exc),
+                            last,
+                        )
+                    lost = True
+                    await asyncio.sleep(next(delays))

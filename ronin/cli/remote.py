@@ -20,7 +20,7 @@ import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from ronin.api.wire import ATTEMPTS, JOB, JOB_PAGE, SCHEDULE, SCHEDULES, SERVICE_PAGE
-from ronin.cli.backend import reconnect_delays
+from ronin.cli.backend import expired, reconnect_delays
 from ronin.cli.sse import SSEParser
 from ronin.errors import CursorExpired, NotFound, RemoteError, RemoteUnreachable
 from ronin.store.database import one_line
@@ -244,7 +244,7 @@ def _stream_error(answer: httpx.Response, since: str) -> RemoteError | CursorExp
             current = str(orjson.loads(answer.content)["error"]["cursor"])
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return error
-        return CursorExpired(error.message, since=since, cursor=current)
+        return expired(since, current)
     return error
 
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import sys
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -23,7 +24,6 @@ from ronin.cli.backend import open_backend
 from ronin.cli.common import app, console, error_console, run
 from ronin.cli.signals import Signals
 from ronin.config import Settings
-from ronin.errors import CursorExpired
 from ronin.store.changes import ChangeFilter, parse_cursor
 
 TYPE_STYLES = {
@@ -59,7 +59,7 @@ def watch(
     one.
     """
     as_json = json_output or not console.is_terminal
-    stopped_after: list[str] = []
+    position = Position()
 
     async def work(settings: Settings) -> None:
         if since is not None:
@@ -68,26 +68,33 @@ def watch(
             capabilities=tuple(capability or ()), node_class=node_class, node_id=node
         )
         with Signals() as signals:
-            watching = asyncio.create_task(_watch(settings, since, where, as_json, stopped_after))
+            watching = asyncio.create_task(_watch(settings, since, where, as_json, position))
             await signals.until(watching)
             if not watching.done():
                 watching.cancel()
                 await asyncio.gather(watching, return_exceptions=True)
             elif not watching.cancelled():
                 watching.result()
-        if stopped_after:
-            _status(f"stopped; resume with --since {stopped_after[-1]}")
+        if position.cursor is not None:
+            _status(f"stopped; resume with --since {position.cursor}")
 
     run(work)
 
 
+@dataclass
+class Position:
+    """The cursor of the last change printed (or where the watch started): resume after it."""
+
+    cursor: str | None = None
+
+
 async def _watch(
-    settings: Settings, since: str | None, where: ChangeFilter, as_json: bool, last: list[str]
+    settings: Settings, since: str | None, where: ChangeFilter, as_json: bool, position: Position
 ) -> None:
-    """Print each change as it comes; ``last`` holds the cursor after which it stands."""
+    """Print each change as it comes, keeping ``position`` at the last one."""
     async with open_backend(settings) as backend:
         start = since if since is not None else await backend.change_cursor()
-        last.append(start)
+        position.cursor = start
         _status(f"watching the changes after cursor {start} (Ctrl-C to stop)")
         try:
             async for record in backend.watch(start, where):
@@ -96,19 +103,11 @@ async def _watch(
                     _write(record)
                 else:
                     console.print(line(change), highlight=False, soft_wrap=True)
-                last.append(str(change.get("cursor", last[-1])))
+                position.cursor = str(change.get("cursor", position.cursor))
         except BrokenPipeError:
             # The reader went (``| head``): stop quietly, and keep Python's exit from writing
             # into the closed pipe again.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except CursorExpired as exc:
-            raise CursorExpired(
-                f"the changes after cursor {exc.since} are no longer kept "
-                f"(RONIN_CHANGES_RETENTION_S); the current cursor is {exc.cursor}: re-read the "
-                f"map (ronin services) and resume with ronin watch --since {exc.cursor}",
-                since=exc.since,
-                cursor=exc.cursor,
-            ) from None
 
 
 def line(change: dict[str, Any]) -> str:
