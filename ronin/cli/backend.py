@@ -187,6 +187,12 @@ class LocalBackend:
         last = since
         delays = reconnect_delays()
         lost = False
+        try:
+            # Before the hub starts: one that ends at once can miss its cancellation (a
+            # query's, under psycopg 3.3 on Python 3.11) and never exit.
+            await self._node.changes.check(since)
+        except CursorExpired as exc:
+            raise expired(since, exc.cursor) from None
         async with self._node.change_hub() as hub:
             while True:
                 try:

@@ -33,6 +33,7 @@ TYPE_STYLES = {
     "service_removed": "red",
 }
 STATE_STYLES = {"alive": "green", "suspect": "yellow", "gone": "red", "unverified": "magenta"}
+STOP_RETRY_S = 0.5
 #: The widest change type, so the columns after it line up.
 TYPE_WIDTH = max(map(len, TYPE_STYLES))
 
@@ -70,11 +71,10 @@ def watch(
         with Signals() as signals:
             watching = asyncio.create_task(_watch(settings, since, where, as_json, position))
             await signals.until(watching)
-            if not watching.done():
-                watching.cancel()
-                await asyncio.gather(watching, return_exceptions=True)
-            elif not watching.cancelled():
+            if watching.done():
                 watching.result()
+            else:
+                await _stop(watching)
         if position.cursor is not None:
             _status(f"stopped; resume with --since {position.cursor}")
 
@@ -108,6 +108,15 @@ async def _watch(
             # The reader went (``| head``): stop quietly, and keep Python's exit from writing
             # into the closed pipe again.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` until it ends: a cancellation can be lost in a query cut short."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=STOP_RETRY_S)
+    with contextlib.suppress(asyncio.CancelledError, BrokenPipeError):
+        task.result()
 
 
 def line(change: dict[str, Any]) -> str:
