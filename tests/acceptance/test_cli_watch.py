@@ -4,8 +4,10 @@ on the database and through a ``ronin serve`` that is stopped and started again.
 from __future__ import annotations
 
 import asyncio
+import os
 import queue
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -26,6 +28,7 @@ from ronin.store.changes import ChangeFeed, format_cursor
 from tests.acceptance.serve_support import environment, served_node
 from tests.acceptance.test_cli import ronin
 from tests.acceptance.test_cli_operator import TERMINAL_80, plain
+from tests.acceptance.test_serve import READ, TOKENS
 
 LINE_TIMEOUT_S = 30
 STOP_TIMEOUT_S = 30
@@ -262,3 +265,46 @@ def test_through_a_node_it_resumes_across_a_restart_losing_and_repeating_nothing
     assert first + rest == wanted  # byte for byte what the node sent
     assert "lost the change stream" in watch.stderr
     assert "reconnected" in watch.stderr
+
+
+def test_a_reader_that_goes_ends_the_watch_with_exit_0(tmp_path: Path, db_url: str) -> None:
+    """As ``ronin watch --json | head -1`` does: the pipe closes after the first line."""
+    reading, writing = os.pipe()
+    with (tmp_path / "stderr").open("wb") as stderr:
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "ronin", "watch", "--json"],
+            env=environment(**QUIET, RONIN_DATABASE_URL=db_url),
+            stdout=writing,
+            stderr=stderr,
+        )
+    os.close(writing)
+    try:
+        deadline = time.monotonic() + LINE_TIMEOUT_S
+        while not _WATCHING.search((tmp_path / "stderr").read_text()):
+            assert popen.poll() is None
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        insert(db_url, 1)
+        assert select.select([reading], [], [], LINE_TIMEOUT_S)[0], "no line came"
+        with os.fdopen(reading, "rb") as pipe:
+            assert kinds([pipe.readline()]) == [("service_added", "001")]
+        insert(db_url, 2)
+        assert popen.wait(timeout=STOP_TIMEOUT_S) == 0
+    finally:
+        if popen.poll() is None:
+            popen.kill()
+            popen.wait()
+    assert "resume with --since" in (tmp_path / "stderr").read_text()
+
+
+def test_through_a_node_with_tokens_it_needs_a_read_token(tmp_path: Path, db_url: str) -> None:
+    with served_node(tmp_path, db_url, "--workers", "0", RONIN_API_TOKENS=TOKENS, **QUIET) as node:
+        for token in ({}, {"RONIN_TOKEN": "not-a-token-0123456789"}):
+            refused = ronin("watch", "--json", RONIN_URL=node.url, **token)
+            assert refused.returncode == 1
+            assert refused.stdout == ""
+            assert "error:" in refused.stderr
+        with watching("--json", RONIN_URL=node.url, RONIN_TOKEN=READ) as watch:
+            insert(db_url, 1)
+            assert kinds(watch.read(1)) == [("service_added", "001")]
+            assert watch.stop() == 0
