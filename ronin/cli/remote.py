@@ -139,8 +139,8 @@ class RemoteBackend:
 
         Any disconnect, network error or answer in RETRIED_STATUSES is followed by a
         reconnection with ``Last-Event-ID`` (the last change's cursor, or a heartbeat's), after
-        an exponential backoff; a node that cannot be reached at all the first time is an
-        error, as for every command.
+        an exponential backoff that starts over once an event comes; a node that cannot be
+        reached at all the first time is an error, as for every command.
         """
         params = _params(
             since=since,
@@ -156,7 +156,9 @@ class RemoteBackend:
         lost = False
         delays = reconnect_delays()
         while True:
-            headers = {"Last-Event-ID": last} if connected else {}
+            headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+            if connected:
+                headers["Last-Event-ID"] = last
             try:
                 async with self._client.stream(
                     "GET", "/v1/changes/stream", params=params, headers=headers, timeout=timeout
@@ -171,11 +173,13 @@ class RemoteBackend:
                         logger.warning(
                             "reconnected to %s: resuming after cursor %s", self._url, last
                         )
-                        lost, delays = False, reconnect_delays()
+                        lost = False
                     parser = SSEParser(last)
                     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-                    async for chunk in answer.aiter_raw():
+                    async for chunk in answer.aiter_bytes():
                         for event in parser.feed(decoder.decode(chunk)):
+                            # The node is serving again: the next loss starts the waits over.
+                            delays = reconnect_delays()
                             if event.event != HEARTBEAT:
                                 yield event.data.encode()
                             last = event.id or last

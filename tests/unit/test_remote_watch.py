@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from ronin.cli import backend
+from ronin.cli import remote as remote_module
 from ronin.cli.backend import reconnect_delays
 from ronin.cli.remote import RemoteBackend
 from ronin.errors import CursorExpired, RemoteError, RemoteUnreachable
@@ -137,6 +138,7 @@ async def test_it_resumes_after_cuts_and_closes_without_losing_or_repeating() ->
         "/v1/changes/stream?since=0000000000000000&capability=klf&capability=did&node_class=Griot"
     )
     assert first["authorization"] == "Bearer a-token"
+    assert first["accept"] == "text/event-stream"
     assert "last-event-id" not in first
     # An event cut before its blank line is not counted: the stream resumes before it.
     assert [request.get("last-event-id") for request in again] == [
@@ -192,3 +194,24 @@ async def test_the_current_cursor_is_asked_for_once() -> None:
     async with node.running() as remote:
         assert await remote.change_cursor() == f"{9:016d}"
     assert node.requests[0]["target"] == "/v1/changes"
+
+
+async def test_the_waits_grow_while_the_node_is_away_and_start_over_once_it_serves(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(backend, "RECONNECT_FIRST_S", 0.2)
+    waits: list[float] = []
+
+    async def no_sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    monkeypatch.setattr(remote_module.asyncio, "sleep", no_sleep)
+    down = error(503, {"error": {"code": "DATABASE_UNREACHABLE", "message": "down"}})
+    node = ScriptedNode([cut(event(1)), b"", b"", down, cut(event(2)), b"", whole(event(3))])
+    async with node.running() as remote:
+        assert await taken(remote.watch(f"{0:016d}", ChangeFilter()), 3) == [
+            record(1),
+            record(2),
+            record(3),
+        ]
+    assert waits == [0.2, 0.4, 0.8, 1.6, 0.2, 0.4]
