@@ -308,3 +308,22 @@ def test_through_a_node_with_tokens_it_needs_a_read_token(tmp_path: Path, db_url
             insert(db_url, 1)
             assert kinds(watch.read(1)) == [("service_added", "001")]
             assert watch.stop() == 0
+
+
+def test_on_the_database_it_resumes_after_its_connections_are_cut(db_url: str) -> None:
+    terminate = (
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    with watching("--json", RONIN_DATABASE_URL=db_url) as watch:
+        insert(db_url, 1)
+        first = watch.read(1)
+        execute(db_url, terminate)  # the pool's and the LISTEN connection alike
+        for number in range(2, 5):
+            insert(db_url, number)
+        execute(db_url, terminate)
+        insert(db_url, 5)
+        rest = watch.read(4)
+        assert watch.stop() == 0
+    assert watch.nothing_more()
+    assert first + rest == feed_after(db_url, watch.start)
