@@ -3,28 +3,41 @@
 ``RONIN_URL`` (and ``RONIN_TOKEN``) make ``ronin jobs``, ``ronin services`` and
 ``ronin schedules`` talk to a Ronin over HTTP (``ronin.cli.remote``, imported only then);
 otherwise they use the database directly. Both backends return the store's own dataclasses,
-so every command renders one way.
+so every command renders one way; ``watch`` yields each change record as the JSON the API
+sends (PROTOCOL.md section 9), from either.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+import psycopg
 
 from ronin.config import Settings
-from ronin.errors import InvalidValue, NotFound
+from ronin.errors import CursorExpired, DatabaseError, InvalidValue, NotFound, StreamTooSlow
 from ronin.node import Node, open_node
+from ronin.store.database import one_line
 from ronin.store.job_models import Attempt, Job, JobPage, JobStatus, Schedule
 from ronin.store.models import Page, ServiceFilter
 
+if TYPE_CHECKING:
+    from ronin.store.changes import ChangeFilter
+
+logger = logging.getLogger(__name__)
 MIN_PREFIX = 4
 PREFIX_CANDIDATES = 10
 _UUID_ZEROS = "00000000-0000-0000-0000-000000000000"
 _UUID_TEXT = re.compile(r"[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}")
+#: How long ``watch`` waits before reconnecting: doubled after each failure, up to the most.
+RECONNECT_FIRST_S = 0.2
+RECONNECT_MAX_S = 5.0
 
 
 class Backend(Protocol):
@@ -43,6 +56,26 @@ class Backend(Protocol):
     async def schedules(self) -> list[Schedule]: ...
     async def add_schedule(self, name: str, params: Any, interval_s: int) -> Schedule: ...
     async def remove_schedule(self, ref: str) -> None: ...
+    async def change_cursor(self) -> str: ...
+    def watch(self, since: str, where: ChangeFilter) -> AsyncIterator[bytes]: ...
+
+
+def expired(since: str, current: str) -> CursorExpired:
+    """``since`` is older than the changes kept: say so, and where to start again."""
+    return CursorExpired(
+        f"the changes after cursor {since} are no longer kept (RONIN_CHANGES_RETENTION_S); "
+        f"the current cursor is {current}: re-read the map (ronin services), then resume with "
+        f"ronin watch --since {current}",
+        cursor=current,
+    )
+
+
+def reconnect_delays() -> Iterator[float]:
+    """The waits between reconnections: RECONNECT_FIRST_S, doubled, at most RECONNECT_MAX_S."""
+    delay = RECONNECT_FIRST_S
+    while True:
+        yield delay
+        delay = min(delay * 2, RECONNECT_MAX_S)
 
 
 @asynccontextmanager
@@ -141,3 +174,48 @@ class LocalBackend:
 
     async def remove_schedule(self, ref: str) -> None:
         await self._jobs.remove_schedule(ref)
+
+    async def change_cursor(self) -> str:
+        return await self._node.changes.current()
+
+    async def watch(self, since: str, where: ChangeFilter) -> AsyncIterator[bytes]:
+        """The changes after ``since`` as they commit. A lost database is waited for, and a
+        stream too slow for the hub's ring starts again: either resumes after the last change
+        it yielded (or the last heartbeat's cursor)."""
+        from ronin.store.change_hub import Heartbeat  # LISTEN: only to watch
+
+        last = since
+        delays = reconnect_delays()
+        lost = False
+        try:
+            # Before the hub starts: one that ends at once can miss its cancellation (a
+            # query's, under psycopg 3.3 on Python 3.11) and never exit.
+            await self._node.changes.check(since)
+        except CursorExpired as exc:
+            raise expired(since, exc.cursor) from None
+        async with self._node.change_hub() as hub:
+            while True:
+                try:
+                    async for item in hub.follow(last, where):
+                        if lost:
+                            logger.warning("the database is back: resuming after cursor %s", last)
+                            lost, delays = False, reconnect_delays()
+                        if isinstance(item, Heartbeat):
+                            last = item.cursor
+                            continue
+                        for change in item:
+                            yield change.json_bytes()
+                            last = change.cursor
+                except CursorExpired as exc:
+                    raise expired(last, exc.cursor) from None
+                except StreamTooSlow:
+                    continue
+                except (DatabaseError, psycopg.OperationalError) as exc:
+                    if not lost:
+                        logger.warning(
+                            "lost the database (%s): reconnecting, to resume after cursor %s",
+                            one_line(exc),
+                            last,
+                        )
+                    lost = True
+                    await asyncio.sleep(next(delays))

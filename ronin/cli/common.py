@@ -39,6 +39,7 @@ COMMAND_MODULES = {
     "discover": "ronin.cli.discover",
     "serve": "ronin.cli.serve",
     "services": "ronin.cli.services",
+    "watch": "ronin.cli.watch",
     "worker": "ronin.cli.worker",
     "db": "ronin.cli.db",
     "schedules": "ronin.cli.schedules",

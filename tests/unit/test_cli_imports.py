@@ -17,7 +17,7 @@ from ronin.cli.common import COMMAND_MODULES
 ROOT = Path(__file__).parents[2]
 #: What serves the API or discovers nodes: nothing a reading command needs.
 SERVER_STACK = {"fastapi", "uvicorn", "zeroconf", "aiohttp", "starlette"}
-LIGHT_COMMANDS = [["map", "summary"], ["services"], ["jobs", "list"]]
+LIGHT_COMMANDS = [["map", "summary"], ["services"], ["jobs", "list"], ["watch"]]
 #: Runs ``ronin ARGS`` in this interpreter, then writes down every module it imported.
 PROBE = """
 import json, os, sys
@@ -71,7 +71,7 @@ def test_its_help_imports_no_server_stack(tmp_path: Path, args: list[str]) -> No
     assert packages(modules) & SERVER_STACK == set()
 
 
-@pytest.mark.parametrize("args", [["services"], ["jobs", "list"]], ids=" ".join)
+@pytest.mark.parametrize("args", [["services"], ["jobs", "list"], ["watch"]], ids=" ".join)
 def test_a_remote_reading_command_imports_no_server_stack(tmp_path: Path, args: list[str]) -> None:
     modules = imported(tmp_path, args, RONIN_URL="http://127.0.0.1:1")
     assert "ronin.cli.remote" in modules  # it did ask the (absent) node
