@@ -34,7 +34,6 @@ import base64
 import itertools
 import json
 import os
-import pickle
 import platform
 import signal
 import sys
@@ -192,9 +191,7 @@ class WatchingProcess:
         self.process.stdin.write(f"expect {changes}\n".encode())
 
     def logs(self) -> list[WatcherLog]:
-        loaded = pickle.loads(self.out.read_bytes())
-        assert isinstance(loaded, list)
-        return loaded
+        return WatcherLog.load(self.out)
 
 
 @asynccontextmanager

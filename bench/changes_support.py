@@ -34,7 +34,7 @@ import time
 from array import array
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import cast
 
@@ -102,7 +102,7 @@ def request_bytes(method: str, port: int, path: str, body: bytes = b"", **header
     lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}"]
     if body or method == "POST":
         lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
-    lines += [f"{name.replace('_', '-')}: {value}" for name, value in headers.items()]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
@@ -169,6 +169,11 @@ class WatcherLog:
     reconnects: int = 0
     error: str | None = None
 
+    @classmethod
+    def load(cls, path: Path) -> list[WatcherLog]:
+        """The logs a watching process wrote."""
+        return [cls(**fields) for fields in pickle.loads(path.read_bytes())]
+
 
 class Watcher(asyncio.Protocol):
     """One stream: the response head, chunked framing, then ``on_body`` with each read's
@@ -216,6 +221,8 @@ class Watcher(asyncio.Protocol):
         body = self._body.feed(data)
         if body:
             self.on_body(body, now)
+        if self._body.ended and self.transport is not None:  # the server ended the stream
+            self.transport.close()
 
     def established(self) -> None:
         """The response head came (a subclass may wait for more)."""
@@ -248,7 +255,10 @@ class RoninWatcher(Watcher):
 
     def request(self) -> bytes:
         path = f"/v1/changes/stream?since={self.since}"
-        return request_bytes("GET", self.port, path, Accept="text/event-stream")
+        headers = {"Accept": "text/event-stream"}
+        if self.last_id:
+            headers["Last-Event-ID"] = f"{self.last_id:016d}"
+        return request_bytes("GET", self.port, path, **headers)
 
     def on_body(self, data: bytes, now: float) -> None:
         events = self._events + data if self._events else data
@@ -328,8 +338,7 @@ async def keep_ronin(slots: list[Watcher], index: int) -> None:
             return
         watcher.log.reconnects += 1
         await asyncio.sleep(RECONNECT_PAUSE_S)
-        since = f"{watcher.last_id:016d}" if watcher.last_id else watcher.since
-        fresh = RoninWatcher(watcher.port, watcher.log, since)
+        fresh = RoninWatcher(watcher.port, watcher.log, watcher.since)
         fresh.last_id = watcher.last_id
         slots[index] = fresh
         await loop.create_connection(lambda w=fresh: w, "127.0.0.1", watcher.port)  # type: ignore[misc]
@@ -370,7 +379,8 @@ async def watch(kind: str, port: int, count: int, start: str, out: Path) -> None
         watcher.stopping = True
         if watcher.transport is not None:
             watcher.transport.close()
-    out.write_bytes(pickle.dumps(logs))  # noqa: ASYNC240 (once, at the end)
+    # As plain data: run as __main__, this module's classes would not unpickle elsewhere.
+    out.write_bytes(pickle.dumps([asdict(log) for log in logs]))  # noqa: ASYNC240 (once)
     print("done", flush=True)
 
 
