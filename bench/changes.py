@@ -83,6 +83,8 @@ WRITERS = 4
 WATCHING_PROCESSES = 2
 #: Between every stream being established and the first write.
 SETTLE_S = 1.0
+#: A writer further behind its pace than this: the server could not take it.
+PACE_TOLERANCE_S = 0.5
 READY_TIMEOUT_S = 90.0
 DONE_TIMEOUT_S = 60.0
 ETCD_PREFIX = "bench/svc/"
@@ -475,6 +477,7 @@ def print_report(size: Size, sides: list[Side], etcd_missing: str | None) -> Non
     row("missed / twice / unknown", lambda s: f"{s.missed} / {s.duplicated} / {s.unknown}")
     row("watchers missing some", lambda s: f"{s.incomplete_watchers}")
     row("out of cursor order / reconnects", lambda s: f"{s.out_of_order} / {s.reconnects}")
+    row("latency min ms", lambda s: f"{s.p(0.0):.1f}")
     row("latency p50 ms", lambda s: f"{s.p(0.5):.1f}")
     row("latency p99 ms", lambda s: f"{s.p(0.99):.1f}")
     row("latency max ms", lambda s: f"{s.p(1.0):.1f}")
@@ -505,6 +508,13 @@ def print_report(size: Size, sides: list[Side], etcd_missing: str | None) -> Non
                     f"Ronin p99 within {RATIO_GOAL:.0f}x etcd's: {ratio:.2f}x"
                     f" ({p99:.1f} ms / {etcd.p(0.99):.1f} ms)",
                 )
+            )
+    for side in sides:
+        if side.most_late_s > PACE_TOLERANCE_S:
+            say(
+                f"NOTE {side.name} could not take the pace: its writer fell up to"
+                f" {side.most_late_s:.1f} s behind ({side.written / side.write_s:,.0f} changes/s"
+                f" instead of {size.rate}); its latencies are those of what it could take"
             )
     if etcd is not None and not etcd.complete:
         say(f"NOTE etcd's watchers missed {etcd.missed}, got {etcd.duplicated} twice")
