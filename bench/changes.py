@@ -11,14 +11,14 @@ benchmark's own), dropped at the end, holding ``SERVICES`` services; ``ronin ser
 watching processes (``bench/changes_support.py``). Then this process commits 500 changes a
 second (``--quick``: 200) for 10 s (3 s) straight into the database with psycopg, one
 ``INSERT ... ON CONFLICT DO UPDATE`` of a service's endpoint per transaction, on
-``WRITERS`` connections, each change due at its own time; the endpoint carries the change's
+``--writers`` connections (4), each change due at its own time; the endpoint carries the change's
 sequence number. The wall time right after each commit returns is its commit time; a watcher
 stamps each event with the wall time its bytes were read; latency = read - commit.
 
 etcd (Debian's ``etcd-server``), in the same run: a single member started on free loopback
 ports with a data dir of its own, deleted at the end; as many watchers on a key prefix through
 etcd's JSON gateway (``POST /v3/watch``), the same number of puts at the same pace
-(``POST /v3/kv/put`` on ``WRITERS`` keep-alive connections, the sequence number in the value),
+(``POST /v3/kv/put`` on as many keep-alive connections, the sequence number in the value),
 measured the same way. Without etcd installed that half is skipped, and said so.
 
 Goals: Ronin's p99 <= 50 ms, and within 3x etcd's p99; every watcher must get every change
@@ -77,9 +77,6 @@ P99_GOAL_MS = 50.0
 RATIO_GOAL = 3.0
 #: Services the writer cycles through: every measured change is an update of one of them.
 SERVICES = 100
-#: Connections each writer commits on: one commit at a time each, so a slow commit does not
-#: hold the pace back.
-WRITERS = 4
 WATCHING_PROCESSES = 2
 #: Between every stream being established and the first write.
 SETTLE_S = 1.0
@@ -103,6 +100,7 @@ class Size:
     watchers: int
     rate: int
     seconds: float
+    writers: int = 4
 
     @property
     def changes(self) -> int:
@@ -391,7 +389,9 @@ async def ronin_side(server: str, size: Size, workdir: Path) -> Side:
             watching("ronin", ronin.port, size.watchers, cursor, workdir)
         )
         say(f"  {size.watchers} streams open from cursor {cursor}")
-        connections = [await stack.enter_async_context(await connect(url)) for _ in range(WRITERS)]
+        connections = [
+            await stack.enter_async_context(await connect(url)) for _ in range(size.writers)
+        ]
 
         def writer(conn: psycopg.AsyncConnection[object]) -> Callable[[int], Awaitable[None]]:
             async def write(number: int) -> None:
@@ -434,7 +434,7 @@ async def etcd_side(size: Size, workdir: Path) -> Side:
             watching("etcd", etcd.port, size.watchers, ETCD_PREFIX, workdir)
         )
         say(f"  {size.watchers} watches created on {ETCD_PREFIX}")
-        clients = [HttpClient(etcd.port) for _ in range(WRITERS)]
+        clients = [HttpClient(etcd.port) for _ in range(size.writers)]
         for client in clients:
             stack.push_async_callback(client.close)
             await client.request("GET", "/version")  # connected before the first change is due
@@ -461,7 +461,7 @@ def print_report(size: Size, sides: list[Side], etcd_missing: str | None) -> Non
     say("")
     say(
         f"{size.watchers} watchers, {size.changes:,} changes at {size.rate}/s"
-        f" ({size.seconds:g} s), one per transaction, {WRITERS} writer connections,"
+        f" ({size.seconds:g} s), one per transaction, {size.writers} writer connections,"
         f" watchers in {WATCHING_PROCESSES} processes"
     )
 
@@ -565,6 +565,11 @@ def parse_size(argv: list[str]) -> tuple[Size, str]:
     parser.add_argument("--watchers", type=int, help="streams on each side (100; quick 20)")
     parser.add_argument("--rate", type=int, help="changes written a second (500; quick 200)")
     parser.add_argument("--seconds", type=float, help="seconds of writing (10; quick 3)")
+    parser.add_argument(
+        "--writers",
+        type=int,
+        help="connections the writer commits on, one change at a time each (4)",
+    )
     parser.add_argument("--side", choices=("both", "ronin", "etcd"), default="both")
     args = parser.parse_args(argv)
     size = QUICK if args.quick else FULL
@@ -572,8 +577,9 @@ def parse_size(argv: list[str]) -> tuple[Size, str]:
         watchers=args.watchers or size.watchers,
         rate=args.rate or size.rate,
         seconds=args.seconds or size.seconds,
+        writers=args.writers or size.writers,
     )
-    if size.watchers < 1 or size.rate < 1 or size.changes < 1:
+    if min(size.watchers, size.rate, size.changes, size.writers) < 1:
         parser.error("--watchers, --rate and --seconds must make at least one change and watcher")
     return size, str(args.side)
 
