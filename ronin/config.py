@@ -33,6 +33,8 @@ DEFAULT_JOB_RETENTION = timedelta(days=30)
 DEFAULT_VERIFY_INTERVAL_S = 60.0
 DEFAULT_VERIFY_GUARD_FRACTION = 0.3
 DEFAULT_GONE_RETENTION = timedelta(days=7)
+DEFAULT_CHANGES_RETENTION = timedelta(hours=24)
+DEFAULT_CHANGES_HEARTBEAT_S = 15.0
 
 
 Scope = Literal["read", "write"]
@@ -107,6 +109,10 @@ class Settings:
     verify_guard_fraction: float = DEFAULT_VERIFY_GUARD_FRACTION
     #: How long a gone service stays in the map, marked, before it is removed.
     gone_retention: timedelta = DEFAULT_GONE_RETENTION
+    #: How long the change feed keeps each change (PROTOCOL.md section 9).
+    changes_retention: timedelta = DEFAULT_CHANGES_RETENTION
+    #: A change stream with nothing to send sends a heartbeat this often (at most 15 s).
+    changes_heartbeat_s: float = DEFAULT_CHANGES_HEARTBEAT_S
 
     @property
     def embedded(self) -> bool:
@@ -158,6 +164,10 @@ class Settings:
                 env, "RONIN_VERIFY_GUARD_FRACTION", defaults.verify_guard_fraction
             ),
             gone_retention=_seconds(env, "RONIN_GONE_RETENTION_S", defaults.gone_retention),
+            changes_retention=_seconds(
+                env, "RONIN_CHANGES_RETENTION_S", defaults.changes_retention
+            ),
+            changes_heartbeat_s=_heartbeat(env, defaults.changes_heartbeat_s),
         )
 
 
@@ -264,6 +274,15 @@ def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
             f"{name} must be a fraction between 0 and 1 (exclusive), not {env[name]!r}",
             field=name,
         )
+    return value
+
+
+def _heartbeat(env: Mapping[str, str], default: float) -> float:
+    """RONIN_CHANGES_HEARTBEAT_S: the protocol promises a heartbeat at least every 15 s."""
+    name = "RONIN_CHANGES_HEARTBEAT_S"
+    value = _number(env, name, default)
+    if value > DEFAULT_CHANGES_HEARTBEAT_S:
+        raise InvalidValue(f"{name} must be at most 15 (PROTOCOL.md section 9)", field=name)
     return value
 
 

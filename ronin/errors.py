@@ -84,6 +84,29 @@ class InvalidCursor(InvalidValue):
     http_status = 400
 
 
+class CursorExpired(RoninError):
+    """A change-feed cursor older than the log keeps (or from another database): the client
+    re-reads the map and resumes from ``cursor``, the current one."""
+
+    code = "CURSOR_EXPIRED"
+    http_status = 410
+
+    def __init__(self, message: str, *, cursor: str, field: str | None = "since") -> None:
+        super().__init__(message, field=field)
+        self.cursor = cursor
+
+    def as_dict(self) -> dict[str, str]:
+        return {**super().as_dict(), "cursor": self.cursor}
+
+
+class StreamTooSlow(RoninError):
+    """A change stream's client fell further behind than the hub's window holds: the stream
+    ends, and the client resumes from its last cursor."""
+
+    code = "STREAM_TOO_SLOW"
+    http_status = 503
+
+
 class DatabaseError(RoninError):
     """The database could not be reached, or refused a statement."""
 

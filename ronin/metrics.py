@@ -62,3 +62,17 @@ LIVENESS_CHECKS = Counter(
 def liveness_checked(outcome: str) -> None:
     """Count a node check; a failure reason's detail after ``:`` is dropped to bound labels."""
     LIVENESS_CHECKS.labels(outcome.split(":", 1)[0]).inc()
+
+
+CHANGE_STREAMS = Gauge("ronin_change_streams", "Change-feed streams (SSE) open in this process.")
+CHANGE_STREAM_LAG = Histogram(
+    "ronin_change_stream_lag_seconds",
+    "From a change's commit to its batch being sent on a stream (the newest of the batch).",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+CHANGES_WRITTEN = Gauge(
+    "ronin_changes_written",
+    "Changes ever written to the map's change feed, by type (kept by the database, so the "
+    "same on every node sharing it; read at each scrape).",
+    ["type"],
+)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ronin.config import Settings
 from ronin.discovery.policy import ScopePolicy
+from ronin.store.changes import ChangeFeed
 from ronin.store.database import Database, open_database
 from ronin.store.jobs import JobStore
 from ronin.store.services import ServiceMap
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from ronin.jobs.executor import Executor
     from ronin.jobs.verifier import Verifier
     from ronin.jobs.worker import Worker
+    from ronin.store.change_hub import ChangeHub
     from ronin.store.job_models import Job, Schedule
 
 
@@ -34,6 +36,8 @@ class Node:
     jobs: JobStore
     services: ServiceMap
     policy: ScopePolicy
+    #: The change feed (PROTOCOL.md section 9).
+    changes: ChangeFeed
 
     @classmethod
     def on(cls, settings: Settings, database: Database) -> Node:
@@ -44,7 +48,14 @@ class Node:
             jobs=JobStore(database.pool),
             services=service_map(database, settings),
             policy=ScopePolicy.from_settings(settings),
+            changes=ChangeFeed(database.pool),
         )
+
+    def change_hub(self) -> ChangeHub:
+        """A reader of the feed for this process's streams (one per process is enough)."""
+        from ronin.store.change_hub import ChangeHub
+
+        return ChangeHub(self.changes, self.database.conninfo)
 
     async def submit(self, params: Any, *, idempotency_key: str | None = None) -> tuple[Job, bool]:
         """Validate and queue a job with this node's attempts and scope; True if new."""
@@ -86,6 +97,7 @@ class Node:
             services=self.services if database is None else service_map(on, self.settings),
             executor=run_job,
             options=WorkerOptions.from_settings(self.settings, concurrency),
+            changes=self.changes if database is None else ChangeFeed(on.pool),
         )
 
     def verifier(

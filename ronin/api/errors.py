@@ -61,7 +61,12 @@ def install(app: FastAPI) -> None:
 async def _ronin_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RoninError)
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthenticated) else {}
-    return error_response(exc.http_status, exc.code, exc.message, exc.field, **headers)
+    return Response(
+        orjson.dumps({"error": exc.as_dict()}),
+        status_code=exc.http_status,
+        media_type="application/json",
+        headers=headers or None,
+    )
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:

@@ -11,6 +11,7 @@ from ronin.config import Settings
 from ronin.discovery.policy import ScopePolicy
 from ronin.jobs.follow import JobEvents
 from ronin.node import Node
+from ronin.store.change_hub import ChangeHub
 from ronin.store.database import Database
 from ronin.store.jobs import JobStore
 from ronin.store.services import ServiceMap
@@ -18,10 +19,13 @@ from ronin.store.services import ServiceMap
 
 @dataclass
 class NodeState:
-    """The node (``ronin.node``) and what only the API adds: the one job-events listener."""
+    """The node (``ronin.node``) and what only the API adds: the one job-events listener and
+    the one change-feed hub."""
 
     node: Node
     events: JobEvents
+    #: The one reader of the change feed every stream of this process shares.
+    hub: ChangeHub
     #: Set when the server shuts down: live event streams end so connections can close.
     closing: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -32,7 +36,7 @@ class NodeState:
     @classmethod
     def of(cls, node: Node) -> NodeState:
         """The API's state around an opened ``node``."""
-        return cls(node=node, events=JobEvents(node.database.conninfo))
+        return cls(node=node, events=JobEvents(node.database.conninfo), hub=node.change_hub())
 
     @property
     def settings(self) -> Settings:

@@ -5,12 +5,14 @@ Rust, without FastAPI validating it again; the remote CLI reads answers with the
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, TypeVar
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from ronin.discovery import params as job_params
 from ronin.store.job_models import Attempt, FoundService, Job, JobPage, Schedule
+from ronin.store.liveness_rules import State
 from ronin.store.models import NodePage, Page, Service
 
 if TYPE_CHECKING:
@@ -38,6 +40,9 @@ class ErrorDetail(BaseModel):
     code: str = Field(description="A stable, upper-case error code.")
     message: str = Field(description="What went wrong, for a person.")
     field: str | None = Field(default=None, description="The input at fault, if one is.")
+    cursor: str | None = Field(
+        default=None, description="On CURSOR_EXPIRED: the current cursor, to resume from."
+    )
 
 
 class ErrorBody(BaseModel):
@@ -54,6 +59,29 @@ class JobResults(BaseModel):
     result: dict[str, Any] | None
     items: list[FoundService]
     next_cursor: str | None
+
+
+class ChangeRecord(BaseModel):
+    """One change to the map (PROTOCOL.md section 9)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    cursor: str = Field(description="Opaque; cursors sort in the order the changes committed.")
+    type: Literal["service_added", "service_changed", "service_state", "service_removed"]
+    at: datetime
+    service_id: str
+    node_id: str
+    from_: State | None = Field(default=None, alias="from", description="service_state only.")
+    to: State | None = Field(default=None, description="service_state only.")
+    service: Service = Field(description="The service as GET /v1/services shows it.")
+
+
+class ChangePageBody(BaseModel):
+    """A page of the change feed: read on from ``cursor`` while ``more``."""
+
+    changes: list[ChangeRecord]
+    cursor: str
+    more: bool
 
 
 class KlfEnvelope(BaseModel):
@@ -126,6 +154,7 @@ _REASONS = {
     "A refused KLF message also carries the KLF TASK_RESPONSE that refuses it.",
     404: "No such job, service or schedule.",
     409: "The job already ended.",
+    410: "CURSOR_EXPIRED: the cursor is older than the changes kept; `cursor` is the current one.",
     413: "The request body is too large.",
     422: "A value breaks a rule; `field` names it. A refused KLF message also carries the "
     "KLF TASK_RESPONSE (status failed) that refuses it.",

@@ -93,14 +93,24 @@ class JobServices(Protocol):
         ...
 
 
+class ChangeLog(Protocol):
+    """The change feed, as housekeeping sees it: something to prune."""
+
+    async def prune(self, older_than: timedelta, *, batch: int = ...) -> int:
+        """Delete changes older than ``older_than``; how many went."""
+        ...
+
+
 if TYPE_CHECKING:
+    from ronin.store.changes import ChangeFeed
     from ronin.store.jobs import JobStore
     from ronin.store.services import ServiceMap
 
-    def _the_stores_conform(store: JobStore, services: ServiceMap) -> None:
+    def _the_stores_conform(store: JobStore, services: ServiceMap, changes: ChangeFeed) -> None:
         """Checked by mypy only: the real queue and map are what the worker asks for."""
         queue: JobQueue = store
         attempts: AttemptQueue = store
         finishes: FinishQueue = store
         writes: JobServices = services
-        del queue, attempts, finishes, writes
+        log: ChangeLog = changes
+        del queue, attempts, finishes, writes, log

@@ -35,7 +35,7 @@ from ronin.jobs.backoff import retry_delay
 from ronin.jobs.batching import FinishBatcher
 from ronin.jobs.context import JobContext, LeaseLost, Outcome
 from ronin.jobs.executor import Executor
-from ronin.jobs.queue_protocol import JobQueue, JobServices, Wakeups
+from ronin.jobs.queue_protocol import ChangeLog, JobQueue, JobServices, Wakeups
 from ronin.jobs.waits import wait_any
 from ronin.store.job_models import ClaimedJob, JobStatus
 from ronin.store.jobs import CANCELLED_ERROR, Finish
@@ -60,6 +60,7 @@ class WorkerOptions:
     shutdown_grace: timedelta = timedelta(seconds=10)
     job_timeout: timedelta = timedelta(hours=2)
     job_retention: timedelta = timedelta(days=30)
+    changes_retention: timedelta = timedelta(hours=24)
     max_attempts: int = 5
     retry_base: timedelta = timedelta(seconds=2)
 
@@ -77,6 +78,7 @@ class WorkerOptions:
             shutdown_grace=settings.shutdown_grace,
             job_timeout=settings.job_timeout,
             job_retention=settings.job_retention,
+            changes_retention=settings.changes_retention,
             max_attempts=settings.job_max_attempts,
         )
 
@@ -127,6 +129,7 @@ class Worker:
         options: WorkerOptions,
         worker_id: str | None = None,
         wakeups: Wakeups | None = None,
+        changes: ChangeLog | None = None,
     ) -> None:
         """``wakeups`` hears of new and cancelled jobs: by default a ``Listener`` on
         ``conninfo``; a test gives its own."""
@@ -135,6 +138,7 @@ class Worker:
         self._wakeups = wakeups or _listener_on(conninfo)
         self._store = store
         self._services = services
+        self._changes = changes
         self._executor = executor
         self._running: dict[uuid.UUID, _RunningJob] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -394,6 +398,11 @@ class Worker:
             pruned = await self._store.prune(cutoff)
             if pruned:
                 logger.info("pruned %d finished job(s) older than %s", pruned, cutoff)
+            if self._changes is not None:
+                retention = self.options.changes_retention
+                dropped = await self._changes.prune(retention)
+                if dropped:
+                    logger.info("pruned %d change(s) older than %s", dropped, retention)
 
     async def _listen(self) -> None:
         """Wake on new jobs and stop cancelled ones; reconnect whenever the server goes."""

@@ -58,8 +58,8 @@ async def readyz(state: Node) -> Response:
 )
 async def prometheus_metrics(state: Node) -> Response:
     """Jobs by status, services in the map and by state (read now from the database), and
-    this process's claim latency, probes by outcome and reason, probe latency and liveness
-    counters."""
+    changes written by type (the same, from the database), and this process's claim latency,
+    probes by outcome and reason, probe latency, liveness counters and change streams."""
     counts = await state.jobs.count_by_status()
     for status in JOB_STATUSES:
         metrics.JOBS.labels(status).set(counts.get(status, 0))
@@ -67,4 +67,6 @@ async def prometheus_metrics(state: Node) -> Response:
     for service_state, count in by_state.items():
         metrics.SERVICES_BY_STATE.labels(service_state).set(count)
     metrics.SERVICES.set(sum(by_state.values()))
+    for change_type, total in (await state.node.changes.totals()).items():
+        metrics.CHANGES_WRITTEN.labels(change_type).set(total)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
