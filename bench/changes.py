@@ -122,6 +122,8 @@ class Side:
     #: The most a change was written after it was due (the writer could not keep the pace).
     most_late_s: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
+    #: Each write, from sending it to its commit returning.
+    write_ms: list[float] = field(default_factory=list)
     received: int = 0
     missed: int = 0
     duplicated: int = 0
@@ -249,6 +251,8 @@ class Written:
     """When each change's commit returned (wall time), and how well the pace was kept."""
 
     commits: array[float]
+    #: How long each write took, from sending it to its commit returning.
+    write_ms: list[float]
     seconds: float
     most_late_s: float
 
@@ -273,11 +277,14 @@ async def paced(
                 await asyncio.sleep(delay)
             else:
                 most_late = max(most_late, -delay)
+            sent = time.time()
             await write(number)
             commits[number] = time.time()
+            write_ms.append((commits[number] - sent) * 1000)
 
+    write_ms: list[float] = []
     await asyncio.gather(*(run(write) for write in writers))
-    return Written(commits, time.monotonic() - started, most_late)
+    return Written(commits, write_ms, time.monotonic() - started, most_late)
 
 
 def endpoint(number: int) -> str:
@@ -472,6 +479,10 @@ def print_report(size: Size, sides: list[Side], etcd_missing: str | None) -> Non
     row(
         "written /s (most behind the pace)",
         lambda s: f"{s.written / s.write_s:,.0f} ({s.most_late_s * 1000:.0f} ms)",
+    )
+    row(
+        "a write's commit p50 / p99 ms",
+        lambda s: f"{percentile(s.write_ms, 0.5):.1f} / {percentile(s.write_ms, 0.99):.1f}",
     )
     row("events received / expected", lambda s: f"{s.received:,}/{s.written * s.watchers:,}")
     row("missed / twice / unknown", lambda s: f"{s.missed} / {s.duplicated} / {s.unknown}")
