@@ -10,10 +10,11 @@ benchmark's own), dropped at the end, holding ``SERVICES`` services; ``ronin ser
 (100; ``--quick``: 20) open ``GET /v1/changes/stream`` from the current cursor, spread over two
 watching processes (``bench/changes_support.py``). Then this process commits 500 changes a
 second (``--quick``: 200) for 10 s (3 s) straight into the database with psycopg, one
-``INSERT ... ON CONFLICT DO UPDATE`` of a service's endpoint per transaction, on
-``--writers`` connections (4), each change due at its own time; the endpoint carries the change's
-sequence number. The wall time right after each commit returns is its commit time; a watcher
-stamps each event with the wall time its bytes were read; latency = read - commit.
+``INSERT ... ON CONFLICT DO UPDATE`` of a service's endpoint per transaction, each change due
+at its own time, on up to ``--writers`` connections (16: as many writes in flight as it takes
+to hold the pace); the endpoint carries the change's sequence number. The wall time right
+after each commit returns is its commit time; a watcher stamps each event with the wall time
+its bytes were read; latency = read - commit.
 
 etcd (Debian's ``etcd-server``), in the same run: a single member started on free loopback
 ports with a data dir of its own, deleted at the end; as many watchers on a key prefix through
@@ -100,7 +101,7 @@ class Size:
     watchers: int
     rate: int
     seconds: float
-    writers: int = 4
+    writers: int = 16
 
     @property
     def changes(self) -> int:
@@ -579,7 +580,7 @@ def parse_size(argv: list[str]) -> tuple[Size, str]:
     parser.add_argument(
         "--writers",
         type=int,
-        help="connections the writer commits on, one change at a time each (4)",
+        help="connections the writer commits on, one change at a time each (16)",
     )
     parser.add_argument("--side", choices=("both", "ronin", "etcd"), default="both")
     args = parser.parse_args(argv)
