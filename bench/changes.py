@@ -341,11 +341,8 @@ async def measure(
     meter = CpuMeter([server_pid, *database_pids, *watcher_pids])
     written = await paced(size.changes, size.rate, writers)
     usage = meter.stop()
-    side.written, side.write_s, side.most_late_s = (
-        size.changes,
-        written.seconds,
-        written.most_late_s,
-    )
+    side.written, side.write_s = size.changes, written.seconds
+    side.most_late_s, side.write_ms = written.most_late_s, written.write_ms
     side.server_cpu_s = usage.of([server_pid])
     side.database_cpu_s = usage.of(database_pids) if database_pids else None
     side.watchers_cpu_s = usage.of(watcher_pids)
