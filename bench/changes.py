@@ -34,6 +34,7 @@ import asyncio
 import base64
 import itertools
 import json
+import math
 import os
 import platform
 import signal
@@ -83,6 +84,8 @@ WATCHING_PROCESSES = 2
 SETTLE_S = 1.0
 #: A writer further behind its pace than this: the server could not take it.
 PACE_TOLERANCE_S = 0.5
+#: A directory to write each side's per-change latencies to (CSV), for a closer look.
+DUMP_ENV = "BENCH_CHANGES_DUMP"
 READY_TIMEOUT_S = 90.0
 DONE_TIMEOUT_S = 60.0
 ETCD_PREFIX = "bench/svc/"
@@ -253,7 +256,7 @@ class Written:
 
     commits: array[float]
     #: How long each write took, from sending it to its commit returning.
-    write_ms: list[float]
+    write_ms: array[float]
     seconds: float
     most_late_s: float
 
@@ -281,9 +284,9 @@ async def paced(
             sent = time.time()
             await write(number)
             commits[number] = time.time()
-            write_ms.append((commits[number] - sent) * 1000)
+            write_ms[number] = (commits[number] - sent) * 1000
 
-    write_ms: list[float] = []
+    write_ms = array("d", bytes(8 * total))
     await asyncio.gather(*(run(write) for write in writers))
     return Written(commits, write_ms, time.monotonic() - started, most_late)
 
@@ -342,19 +345,49 @@ async def measure(
     written = await paced(size.changes, size.rate, writers)
     usage = meter.stop()
     side.written, side.write_s = size.changes, written.seconds
-    side.most_late_s, side.write_ms = written.most_late_s, written.write_ms
+    side.most_late_s, side.write_ms = written.most_late_s, list(written.write_ms)
     side.server_cpu_s = usage.of([server_pid])
     side.database_cpu_s = usage.of(database_pids) if database_pids else None
     side.watchers_cpu_s = usage.of(watcher_pids)
     side.writer_cpu_s = usage.own.total_s
     side.machine_share = usage.machine_share
-    tally(side, await collect(processes, size.changes), written.commits)
+    logs = await collect(processes, size.changes)
+    tally(side, logs, written.commits)
+    if os.environ.get(DUMP_ENV):
+        dump(Path(os.environ[DUMP_ENV]) / f"{side.name.lower()}.csv", logs, written)
     say(
         f"  {side.written:,} changes in {side.write_s:.2f} s ({side.written / side.write_s:,.0f}/s,"
         f" at most {side.most_late_s * 1000:.0f} ms behind the pace);"
         f" p50 {side.p(0.5):.1f} ms, p99 {side.p(0.99):.1f} ms, max {side.p(1.0):.1f} ms;"
         f" {side.received:,} events, {side.missed:,} missed, {side.duplicated:,} twice"
     )
+
+
+def dump(path: Path, logs: Sequence[WatcherLog], written: Written) -> None:
+    """Per change: when it was due (s after the start), its write's time, and its latency
+    (ms) at the first, median and last of its watchers: to see where a tail comes from."""
+    total = len(written.commits)
+    receipts: list[list[float]] = [[] for _ in range(total)]
+    for log in logs:
+        for number, at in zip(log.seqs, log.times, strict=True):
+            if 0 <= number < total:
+                receipts[number].append(at)
+    start = written.commits[0]
+    lines = ["change,committed_s,write_ms,first_ms,median_ms,last_ms"]
+    for number, (committed, got) in enumerate(zip(written.commits, receipts, strict=True)):
+        got.sort()
+        first, median, last = (
+            (got[0] - committed) * 1000 if got else math.nan,
+            (got[len(got) // 2] - committed) * 1000 if got else math.nan,
+            (got[-1] - committed) * 1000 if got else math.nan,
+        )
+        lines.append(
+            f"{number},{committed - start:.4f},{written.write_ms[number]:.2f},"
+            f"{first:.2f},{median:.2f},{last:.2f}"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    say(f"  per-change latencies written to {path}")
 
 
 # --- Ronin -----------------------------------------------------------------------------------
