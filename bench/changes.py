@@ -364,8 +364,8 @@ async def measure(
 
 
 def dump(path: Path, logs: Sequence[WatcherLog], written: Written) -> None:
-    """Per change: when it was due (s after the start), its write's time, and its latency
-    (ms) at the first, median and last of its watchers: to see where a tail comes from."""
+    """Per change: when it committed (epoch s, and s after the first), its write's time, and
+    its latency (ms) at the first, median and last of its watchers: where a tail comes from."""
     total = len(written.commits)
     receipts: list[list[float]] = [[] for _ in range(total)]
     for log in logs:
@@ -373,7 +373,7 @@ def dump(path: Path, logs: Sequence[WatcherLog], written: Written) -> None:
             if 0 <= number < total:
                 receipts[number].append(at)
     start = written.commits[0]
-    lines = ["change,committed_s,write_ms,first_ms,median_ms,last_ms"]
+    lines = ["change,committed_at,committed_s,write_ms,first_ms,median_ms,last_ms"]
     for number, (committed, got) in enumerate(zip(written.commits, receipts, strict=True)):
         got.sort()
         first, median, last = (
@@ -382,7 +382,7 @@ def dump(path: Path, logs: Sequence[WatcherLog], written: Written) -> None:
             (got[-1] - committed) * 1000 if got else math.nan,
         )
         lines.append(
-            f"{number},{committed - start:.4f},{written.write_ms[number]:.2f},"
+            f"{number},{committed:.4f},{committed - start:.4f},{written.write_ms[number]:.2f},"
             f"{first:.2f},{median:.2f},{last:.2f}"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
