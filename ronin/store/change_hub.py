@@ -35,7 +35,7 @@ from ronin.store.listen import Listener, Notification
 
 logger = logging.getLogger(__name__)
 
-RING_SIZE = 10_000
+RING_SIZE = 5000
 POLL_S = 1.0
 HEARTBEAT_S = 15.0
 #: The most changes one batch of a stream carries.

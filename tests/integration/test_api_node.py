@@ -154,8 +154,30 @@ async def test_health_readiness_and_metrics(client: httpx.AsyncClient) -> None:
     metrics = (await client.get("/metrics")).text
     assert 'ronin_jobs{status="pending"} 1.0' in metrics
     assert "ronin_services 0.0" in metrics
-    for name in ("ronin_job_claim_seconds", "ronin_probes_total", "ronin_probe_seconds"):
+    for name in (
+        "ronin_job_claim_seconds",
+        "ronin_probes_total",
+        "ronin_probe_seconds",
+        "ronin_change_streams",
+        "ronin_change_stream_lag_seconds",
+    ):
         assert f"# TYPE {name} " in metrics
+
+
+async def test_metrics_count_the_changes_written_by_type(
+    client: httpx.AsyncClient, pool: AsyncConnectionPool[Any]
+) -> None:
+    async with pool.connection() as conn:
+        await conn.execute(
+            "INSERT INTO discovered_services VALUES ('m:1', 'did:kos:musa:m', 'Musa', "
+            "'http://127.0.0.1:9/', '[]', '{}', now()), ('m:2', 'did:kos:musa:m', 'Musa', "
+            "'http://127.0.0.1:9/', '[]', '{}', now())"
+        )
+        await conn.execute("DELETE FROM discovered_services WHERE service_id = 'm:1'")
+    metrics = (await client.get("/metrics")).text
+    assert 'ronin_changes_written{type="service_added"} 2.0' in metrics
+    assert 'ronin_changes_written{type="service_removed"} 1.0' in metrics
+    assert 'ronin_changes_written{type="service_state"} 0.0' in metrics
 
 
 async def test_a_node_on_an_out_of_date_schema_is_alive_but_not_ready(

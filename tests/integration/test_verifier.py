@@ -41,11 +41,15 @@ class Fleet:
         self.keys = [(host, free_port(host)) for host in hosts]
         self._servers: dict[tuple[str, int], BeaconServer] = {}
 
-    async def start(self, *indexes: int) -> None:
+    async def start(self, *indexes: int, capabilities: Sequence[str] | None = None) -> None:
+        """Start these beacons (with other capabilities than the demo's, if given)."""
         for index in indexes:
             key = self.keys[index]
             server = BeaconServer()
-            await server.add(*key, demo_descriptor(*key))
+            if capabilities is None:
+                await server.add(*key, demo_descriptor(*key))
+            else:
+                await server.add(*key, demo_descriptor(*key, capabilities=capabilities))
             self._servers[key] = server
 
     async def stop(self, *indexes: int) -> None:

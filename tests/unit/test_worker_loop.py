@@ -256,6 +256,17 @@ async def renewals(queue: FakeQueue, count: int) -> None:
         await asyncio.wait_for(queue.renewed.wait(), BOUND_S)
 
 
+class FakeChangeLog:
+    """The change feed as housekeeping sees it: what it was asked to prune."""
+
+    def __init__(self) -> None:
+        self.pruned: list[timedelta] = []
+
+    async def prune(self, older_than: timedelta, *, batch: int = 5000) -> int:
+        self.pruned.append(older_than)
+        return 3
+
+
 @asynccontextmanager
 async def running(
     queue: JobQueue,
@@ -264,6 +275,7 @@ async def running(
     options: WorkerOptions = OPTIONS,
     wakeups: FakeWakeups | None = None,
     services: JobServices | None = None,
+    changes: FakeChangeLog | None = None,
 ) -> AsyncIterator[tuple[Worker, asyncio.Task[None]]]:
     """A worker on the fake queue, running until the block ends (then stopped)."""
     worker = Worker(
@@ -274,6 +286,7 @@ async def running(
         options=options,
         worker_id="test-worker",
         wakeups=wakeups or FakeWakeups(),
+        changes=changes,
     )
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
@@ -510,14 +523,20 @@ async def test_a_notification_wakes_an_idle_worker_before_its_poll() -> None:
 async def test_housekeeping_enqueues_due_schedules_and_prunes() -> None:
     queue = FakeQueue()
     queue.due = [params("scheduled")]
-    options = replace(OPTIONS, max_attempts=4, job_retention=timedelta(days=7))
+    options = replace(
+        OPTIONS,
+        max_attempts=4,
+        job_retention=timedelta(days=7),
+        changes_retention=timedelta(hours=5),
+    )
+    changes = FakeChangeLog()
 
     async def body(context: JobContext, call: int) -> Outcome:
         return {"target": context.params.target}
 
     executor, calls = counting(body)
     before = datetime.now(UTC)
-    async with running(queue, executor, options=options):
+    async with running(queue, executor, options=options, changes=changes):
         await asyncio.wait_for(queue.claimed.wait(), BOUND_S)  # after the schedule check
         (job_id,) = queue.jobs
         job = await queue.ended(job_id)
@@ -528,3 +547,4 @@ async def test_housekeeping_enqueues_due_schedules_and_prunes() -> None:
     assert len(queue.prune_cutoffs) == 1
     assert queue.prune_cutoffs[0] >= before - timedelta(days=7)
     assert queue.prune_cutoffs[0] <= datetime.now(UTC) - timedelta(days=7)
+    assert changes.pruned == [timedelta(hours=5)]  # the change feed's retention, once
