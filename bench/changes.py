@@ -497,6 +497,9 @@ async def etcd_side(size: Size, workdir: Path) -> Side:
 def print_report(size: Size, sides: list[Side], etcd_missing: str | None) -> None:
     """Both sides side by side, then each goal with PASS or MISS."""
     say("")
+    if not sides:
+        say(f"NOTE {etcd_missing}: nothing was measured")
+        return
     say(
         f"{size.watchers} watchers, {size.changes:,} changes at {size.rate}/s"
         f" ({size.seconds:g} s), one per transaction, {size.writers} writer connections,"
