@@ -84,6 +84,8 @@ WATCHING_PROCESSES = 2
 SETTLE_S = 1.0
 #: A writer further behind its pace than this: the server could not take it.
 PACE_TOLERANCE_S = 0.5
+#: Other work busier than this (of one core) during a side's writing skews its figures.
+BUSY_SHARE = 0.2
 #: A directory to write each side's per-change latencies to (CSV), for a closer look.
 DUMP_ENV = "BENCH_CHANGES_DUMP"
 READY_TIMEOUT_S = 90.0
@@ -141,6 +143,8 @@ class Side:
     watchers_cpu_s: float = 0.0
     writer_cpu_s: float = 0.0
     machine_share: float = 0.0
+    #: CPU seconds the machine spent on anything but the processes above.
+    other_cpu_s: float = 0.0
     notes: list[str] = field(default_factory=list)
 
     def p(self, share: float) -> float:
@@ -351,6 +355,7 @@ async def measure(
     side.watchers_cpu_s = usage.of(watcher_pids)
     side.writer_cpu_s = usage.own.total_s
     side.machine_share = usage.machine_share
+    side.other_cpu_s = max(0.0, usage.machine_s - usage.processes_s - usage.own.total_s)
     logs = await collect(processes, size.changes)
     tally(side, logs, written.commits)
     if os.environ.get(DUMP_ENV):
@@ -530,6 +535,7 @@ def print_report(size: Size, sides: list[Side], etcd_missing: str | None) -> Non
     row("CPU PostgreSQL", lambda s: s.share(s.database_cpu_s))
     row("CPU watching processes", lambda s: s.share(s.watchers_cpu_s))
     row("CPU writer (this process)", lambda s: s.share(s.writer_cpu_s))
+    row("CPU anything else on the machine", lambda s: s.share(s.other_cpu_s))
     row("machine busy (all cores)", lambda s: f"{s.machine_share:.0%}")
     say("(CPU during the writing, 100% being one core all along)")
     say("")
@@ -555,6 +561,11 @@ def print_report(size: Size, sides: list[Side], etcd_missing: str | None) -> Non
                 )
             )
     for side in sides:
+        if side.other_cpu_s > BUSY_SHARE * side.write_s:
+            say(
+                f"WARNING other work used {side.share(side.other_cpu_s)} of a core during"
+                f" {side.name}'s writing: its figures are skewed"
+            )
         if side.most_late_s > PACE_TOLERANCE_S:
             say(
                 f"NOTE {side.name} could not take the pace: its writer fell up to"
