@@ -2,7 +2,8 @@
 second are written, next to an etcd watch given the same puts in the same run.
 
 Usage: ``python -m bench.changes [--quick] [--watchers N] [--rate R] [--seconds S]
-[--side both|ronin|etcd]`` from the repository root.
+[--writers W] [--side both|ronin|etcd]`` from the repository root; with
+``BENCH_CHANGES_DUMP=DIR`` each side's per-change latencies are written to DIR as CSV.
 
 Ronin: a scratch database on ``RONIN_DATABASE_URL`` (or on an embedded server of the
 benchmark's own), dropped at the end, holding ``SERVICES`` services; ``ronin serve --workers 0``
