@@ -123,6 +123,7 @@ async def _serve(
 
     def on_stop() -> None:
         state.closing.set()
+        state.hub.end_streams()
         server.should_exit = True
 
     def on_hurry() -> None:

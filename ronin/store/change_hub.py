@@ -75,6 +75,7 @@ class ChangeHub:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._streams = 0
+        self._ending = False
 
     async def __aenter__(self) -> ChangeHub:
         """Nothing yet: the hub starts with its first stream, so a node whose feed nobody
@@ -86,6 +87,12 @@ class ChangeHub:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+
+    def end_streams(self) -> None:
+        """End every stream now and any that starts later (the server is shutting down: its
+        clients reconnect elsewhere, or to it once it is back, from their last cursor)."""
+        self._ending = True
+        self._advance()
 
     @property
     def streams(self) -> int:
@@ -115,7 +122,7 @@ class ChangeHub:
         live = False
         self._streams += 1
         try:
-            while True:
+            while not self._ending:
                 served = self._from_ring(position, where, batch)
                 if served is None:
                     if live:
@@ -135,7 +142,7 @@ class ChangeHub:
                 if reached > position:
                     position = reached
                     continue
-                if not await self._wait_beyond(position, heartbeat_s):
+                if not await self._wait_beyond(position, heartbeat_s) and not self._ending:
                     yield Heartbeat(format_cursor(position))
         finally:
             self._streams -= 1
@@ -162,17 +169,18 @@ class ChangeHub:
         return found, max(self._last, position)
 
     async def _wait_beyond(self, position: int, timeout_s: float) -> bool:
-        """Wait until the hub has read past ``position``; False after ``timeout_s``."""
+        """Wait until the hub has read past ``position``; False after ``timeout_s`` or once
+        the streams are ending."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        while self._last is None or self._last <= position:
+        while (self._last is None or self._last <= position) and not self._ending:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return False
             advanced = self._advanced
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(advanced.wait(), remaining)
-        return True
+        return not self._ending
 
     def _start(self) -> None:
         if self._task is None or self._task.done():

@@ -318,3 +318,24 @@ async def test_a_stream_with_nothing_to_send_beats_with_the_current_cursor(
         first = await asyncio.wait_for(anext(stream), 10)
         await stream.aclose()
     assert first == Heartbeat(format_cursor(1))
+
+
+async def test_ending_the_streams_ends_a_stream_waiting_for_changes(
+    db_url: str, feed: ChangeFeed
+) -> None:
+    async with ChangeHub(feed, db_url, poll_s=0.2) as hub:
+        received: list[list[Change] | Heartbeat] = []
+
+        async def consume() -> None:
+            async for item in hub.follow(None, heartbeat_s=3600):
+                received.append(item)
+
+        consuming = asyncio.create_task(consume())
+        for _ in range(1000):  # until the stream is waiting (bounded)
+            if hub.streams:
+                break
+            await asyncio.sleep(0.01)
+        hub.end_streams()
+        await asyncio.wait_for(consuming, 10)  # ended, not waiting an hour for a heartbeat
+    assert received == []
+    assert hub.streams == 0
