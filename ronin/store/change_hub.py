@@ -1,11 +1,13 @@
 """One reader of the change feed per process, however many streams follow it.
 
-The hub LISTENs on ``ronin_changes`` (one connection), reads each new change once, and keeps
-the newest ones in a ring shared by every stream: a stream that is up to date is served from
-memory, one that starts further back (a reconnect with ``Last-Event-ID``) pages through the
-table until it reaches the ring. A notification only wakes the hub, which reads the table
-after the cursor it holds, and it reads anyway every ``poll_s``: a notification lost while the
-listener reconnects costs at most that delay, never a change.
+The hub LISTENs (one connection) on ``ronin_changes_pending`` (a commit wrote changes: it runs
+a sequencing pass, migration 0005) and ``ronin_changes`` (a pass numbered some), reads each
+new change once, and keeps the newest ones in a ring shared by every stream: a stream that
+is up to date is served from memory, one that starts further back (a reconnect with
+``Last-Event-ID``) pages through the table until it reaches the ring. A notification only
+wakes the hub, which reads the table after the cursor it holds, and it reads anyway every
+``poll_s``: a notification lost while the listener reconnects costs at most that delay,
+never a change.
 
 Memory does not grow with the streams: the ring is the only buffer. A stream whose client
 takes its events so slowly that the ring moves past it is ended (``StreamTooSlow``); its
@@ -26,16 +28,20 @@ from ronin.store.changes import (
     CHANNEL,
     EVERY_CHANGE,
     MAX_PAGE,
+    PENDING,
     Change,
     ChangeFeed,
     ChangeFilter,
     format_cursor,
 )
+from ronin.store.database import raise_if_cancelled
 from ronin.store.listen import Listener, Notification
 
 logger = logging.getLogger(__name__)
 
 RING_SIZE = 5000
+#: ... and at most this many bytes of encoded changes (services can be large).
+RING_BYTES = 16 * 1024 * 1024
 POLL_S = 1.0
 HEARTBEAT_S = 15.0
 #: The most changes one batch of a stream carries.
@@ -64,15 +70,19 @@ class ChangeHub:
         self._feed = feed
         self._ring_size = ring_size
         self._poll_s = poll_s
-        self._wakeups = wakeups or (lambda: aiter(Listener(conninfo, [CHANNEL])))
+        self._wakeups = wakeups or (lambda: aiter(Listener(conninfo, [PENDING, CHANNEL])))
         self._ring: list[Change] = []
         self._seqs: list[int] = []
+        self._sizes: list[int] = []
+        self._ring_bytes = 0
         #: The ring holds every change after ``_floor`` up to ``_last``; None before the hub
         #: has read the head.
         self._floor: int | None = None
         self._last: int | None = None
         self._advanced = asyncio.Event()
         self._wake = asyncio.Event()
+        #: A commit wrote changes that no pass may have numbered yet.
+        self._pending = True
         self._task: asyncio.Task[None] | None = None
         self._streams = 0
         self._ending = False
@@ -83,10 +93,11 @@ class ChangeHub:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        task, self._task = self._task, None
+        while task is not None and not task.done():
+            # Again if need be: a driver may turn a cancellation into an error of its own.
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
 
     def end_streams(self) -> None:
         """End every stream now and any that starts later (the server is shutting down: its
@@ -179,7 +190,8 @@ class ChangeHub:
                 return False
             advanced = self._advanced
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(advanced.wait(), remaining)
+                async with asyncio.timeout(remaining):  # no task per wait, unlike wait_for
+                    await advanced.wait()
         return not self._ending
 
     def _start(self) -> None:
@@ -196,39 +208,56 @@ class ChangeHub:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # the hub outlives any one failed read
+                    raise_if_cancelled()
                     level = logging.DEBUG if isinstance(exc, DatabaseError) else logging.WARNING
                     logger.log(level, "change feed hub: read failed: %s", exc)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._poll_s)
+                    # Not wait_for: on Python 3.11 it loses a cancellation that arrives as
+                    # the event is set, and the hub would outlive its ``async with``.
+                    async with asyncio.timeout(self._poll_s):
+                        await self._wake.wait()
                 self._wake.clear()
         finally:
             listener.cancel()
             await asyncio.gather(listener, return_exceptions=True)
 
     async def _listen(self) -> None:
-        async for _ in self._wakeups():
-            self._wake.set()  # a change, or a reconnection after which anything may have come
+        async for note in self._wakeups():
+            if note.channel != CHANNEL:  # a commit, or a reconnection after which anything
+                self._pending = True  # may have come
+            self._wake.set()
 
     async def _read_new(self) -> None:
-        """Everything committed since the hub's last read, into the ring."""
+        """A sequencing pass if a commit asked for one (waiting for a running pass: it may
+        have started before that commit), then everything numbered since the hub's last read,
+        into the ring. Without a wake-up (the poll), a pass only if none is running."""
+        pending, self._pending = self._pending, False
+        await self._feed.sequence(wait=pending)
         if self._last is None:
             head = await self._feed.check(None)
             self._floor = self._last = head
             self._advance()
         while True:
             try:
-                page = await self._feed.page(format_cursor(self._last), limit=MAX_PAGE)
+                page = await self._feed.page(
+                    format_cursor(self._last), limit=MAX_PAGE, sequence=False
+                )
             except CursorExpired as exc:
                 # The log was rebuilt or pruned past the hub: start over from its head. Every
                 # stream behind it now pages from the table, which tells its client.
                 logger.warning("change feed hub: %s", exc.message)
                 self._ring.clear()
                 self._seqs.clear()
+                self._sizes.clear()
+                self._ring_bytes = 0
                 self._floor = self._last = int(exc.cursor)
                 self._advance()
                 return
             self._ring.extend(page.changes)
             self._seqs.extend(change.seq for change in page.changes)
+            sizes = [len(change.json_bytes()) for change in page.changes]
+            self._sizes.extend(sizes)
+            self._ring_bytes += sum(sizes)
             reached = int(page.cursor)
             if reached > self._last:
                 self._last = reached
@@ -238,12 +267,24 @@ class ChangeHub:
                 return
 
     def _trim(self) -> None:
-        """Keep at most twice ``ring_size`` changes, dropping the older half at once."""
-        if len(self._ring) > 2 * self._ring_size:
-            drop = len(self._ring) - self._ring_size
-            self._floor = self._seqs[drop - 1]
-            del self._ring[:drop]
-            del self._seqs[:drop]
+        """Past twice ``ring_size`` changes or twice ``RING_BYTES``, drop the older half at
+        once (one slice, not a shift per change)."""
+        if len(self._ring) <= 2 * self._ring_size and self._ring_bytes <= 2 * RING_BYTES:
+            return
+        keep, kept_bytes = 0, 0
+        for size in reversed(self._sizes):
+            if keep == self._ring_size or kept_bytes + size > RING_BYTES:
+                break
+            keep += 1
+            kept_bytes += size
+        drop = len(self._ring) - max(keep, 1)
+        if drop <= 0:
+            return
+        self._floor = self._seqs[drop - 1]
+        del self._ring[:drop]
+        del self._seqs[:drop]
+        del self._sizes[:drop]
+        self._ring_bytes = sum(self._sizes)
 
     def _advance(self) -> None:
         advanced, self._advanced = self._advanced, asyncio.Event()

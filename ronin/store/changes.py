@@ -1,7 +1,8 @@
 """The change feed (PROTOCOL.md section 9): every change to the map, in commit order.
 
-Migration 0005 writes the log (triggers, in the transaction that changes the map) and stamps
-each change with its cursor at commit; this module reads it a page at a time and prunes it.
+Migration 0005 writes the log (triggers, in the transaction that changes the map) and gives
+committed changes their cursors in sequencing passes; this module runs passes, reads the log
+a page at a time and prunes it.
 A cursor is the change's sequence number as 16 zero-padded digits, so cursors also sort as
 strings; clients treat them as opaque.
 """
@@ -25,8 +26,11 @@ from ronin.store.services import Pool
 if TYPE_CHECKING:
     from pydantic import TypeAdapter
 
-#: NOTIFY channel of every commit that wrote changes; the payload (its last cursor) is a hint.
+#: NOTIFY channel of every sequencing pass that numbered changes; the payload (the newest
+#: cursor) is a hint.
 CHANNEL = "ronin_changes"
+#: NOTIFY channel of every commit that wrote changes not numbered yet.
+PENDING = "ronin_changes_pending"
 ChangeType = Literal["service_added", "service_changed", "service_state", "service_removed"]
 CHANGE_TYPES: tuple[ChangeType, ...] = (
     "service_added",
@@ -155,9 +159,16 @@ class ChangeFeed:
         return format_cursor(head)
 
     async def page(
-        self, since: str | None, where: ChangeFilter = EVERY_CHANGE, *, limit: int = 100
+        self,
+        since: str | None,
+        where: ChangeFilter = EVERY_CHANGE,
+        *,
+        limit: int = 100,
+        sequence: bool = True,
     ) -> ChangePage:
-        """The changes after ``since`` (none, from now, if ``since`` is None), oldest first.
+        """The changes after ``since`` (none, from now, if ``since`` is None), oldest first;
+        first, unless ``sequence`` is false, a sequencing pass if none is running, so a
+        page is fresh even where no hub runs.
 
         ``CursorExpired`` if changes after ``since`` were pruned, or if ``since`` is past the
         head (a cursor of another database, or of this one before it was rebuilt)."""
@@ -167,6 +178,8 @@ class ChangeFeed:
             return ChangePage([], await self.current(), more=False)
         after = parse_cursor(since)
         async with pooled_connection(self._pool) as conn:
+            if sequence:
+                await conn.execute(query("sequence_changes"), {"wait": False})
             cur = await conn.execute(
                 query("change_page"),
                 {
@@ -201,12 +214,23 @@ class ChangeFeed:
         _check_since(after, head, pruned_through)
         return after
 
+    async def sequence(self, *, wait: bool = True) -> str | None:
+        """A sequencing pass (migration 0005): cursors for every change committed since the
+        last pass; the newest it gave, None if there was nothing (or, not waiting, another
+        pass was running)."""
+        async with pooled_connection(self._pool) as conn:
+            cur = await conn.execute(query("sequence_changes"), {"wait": wait})
+            row = await cur.fetchone()
+        return format_cursor(int(row[0])) if row and row[0] is not None else None
+
     async def prune(self, older_than: timedelta, *, batch: int = PRUNE_BATCH) -> int:
-        """Delete changes older than ``older_than``, a batch per transaction; how many went."""
+        """Delete changes older than ``older_than``, a batch per transaction; how many went.
+        Each batch follows a pass, so changes nobody has read yet are numbered, then aged."""
         cutoff = datetime.now(UTC) - older_than
         total = 0
         while True:
-            async with pooled_connection(self._pool) as conn:
+            async with pooled_connection(self._pool) as conn, conn.transaction():
+                await conn.execute(query("sequence_changes"), {"wait": True})
                 cur = await conn.execute(query("prune_changes"), {"cutoff": cutoff, "batch": batch})
                 row = await cur.fetchone()
             pruned = int(row[0]) if row else 0
@@ -217,22 +241,19 @@ class ChangeFeed:
     async def totals(self) -> dict[ChangeType, int]:
         """Changes ever written, by type."""
         async with pooled_connection(self._pool) as conn:
+            await conn.execute(query("sequence_changes"), {"wait": False})  # counted by a pass
             cur = await conn.execute(query("change_totals"))
             rows = await cur.fetchall()
         return {cast(ChangeType, row[0]): int(row[1]) for row in rows}
 
     async def _head(self) -> tuple[int, int]:
+        """The head after a pass (if none is running): "now" includes what just committed."""
         async with pooled_connection(self._pool) as conn:
+            await conn.execute(query("sequence_changes"), {"wait": False})
             cur = await conn.execute(query("change_head"))
             row = await cur.fetchone()
-        assert row is not None  # migration 0005 inserts the one horizon row
+        assert row is not None  # migration 0005 inserts the one head row
         return int(row[0]), int(row[1])
-
-    async def changes_after(self, after: int, *, limit: int) -> list[Change]:
-        """Every change after sequence number ``after`` (no filter), at most ``limit``: what
-        the hub reads once for every stream of the process."""
-        page = await self.page(format_cursor(after), limit=limit)
-        return page.changes
 
 
 def _check_since(after: int, head: int, pruned_through: int) -> None:
@@ -308,6 +329,7 @@ __all__ = [
     "CHANGE_TYPES",
     "CHANNEL",
     "EVERY_CHANGE",
+    "PENDING",
     "Change",
     "ChangeFeed",
     "ChangeFilter",

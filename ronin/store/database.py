@@ -25,6 +25,17 @@ APPLICATION_NAME = "ronin"
 ABANDONED_CONNECT_S = 10.0
 
 
+def raise_if_cancelled() -> None:
+    """Re-raise a cancellation a driver turned into an error of its own.
+
+    psycopg answers a cancelled query with an error (the server cancelled it), so a loop that
+    outlives failed statements would swallow its task's cancellation and run for ever; such a
+    loop calls this in its ``except``."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 @asynccontextmanager
 async def pooled_connection(
     pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]],

@@ -19,7 +19,7 @@ import psycopg
 from psycopg import sql
 
 from ronin.errors import DatabaseError
-from ronin.store.database import connect
+from ronin.store.database import connect, raise_if_cancelled
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ class Listener:
                     async for note in conn.notifies():
                         yield Notification(note.channel, note.payload)
             except (psycopg.Error, DatabaseError) as exc:
+                raise_if_cancelled()
                 logger.debug("listener on %s lost its connection: %s", self._channels, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._max_delay_s)

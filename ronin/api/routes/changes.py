@@ -11,12 +11,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Query, Response
 from sse_starlette import EventSourceResponse
+from sse_starlette.sse import SendTimeoutError
+from starlette.types import Receive, Scope, Send
 
 from ronin import metrics
 from ronin.api.auth import require_read
@@ -32,6 +34,7 @@ router = APIRouter(prefix="/v1/changes", tags=["changes"], dependencies=[Depends
 Node = Annotated[NodeState, Depends(node)]
 #: A client that has not taken a chunk of events in this long is disconnected.
 SEND_TIMEOUT_S = 10.0
+CHUNK_BYTES = 64 * 1024
 Since = Annotated[
     str | None,
     Query(
@@ -109,7 +112,7 @@ async def change_stream(
     where = ChangeFilter(tuple(capability), node_class, node_id)
     # A bad or expired cursor is an error answer, before the stream starts.
     start = format_cursor(await state.node.changes.check(last_event_id or since))
-    return EventSourceResponse(
+    return _ChangeStream(
         _events(state, start, where),
         ping=0,  # the stream's own heartbeat events keep it alive, with the cursor
         send_timeout=SEND_TIMEOUT_S,
@@ -117,8 +120,29 @@ async def change_stream(
     )
 
 
+class _ChangeStream(EventSourceResponse):
+    """An SSE response whose client, cut off for taking nothing, is an INFO line, not an error
+    with a traceback: a slow client is part of the design."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except* SendTimeoutError:
+            logger.info(
+                "change stream to %s: nothing taken for %gs, disconnected (it resumes with "
+                "Last-Event-ID)",
+                _client(scope),
+                SEND_TIMEOUT_S,
+            )
+
+
+def _client(scope: Scope) -> str:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else "a client"
+
+
 async def _events(state: NodeState, start: str, where: ChangeFilter) -> AsyncIterator[bytes]:
-    """Each batch of changes as one chunk of events."""
+    """Each batch of changes as chunks of events, none much over CHUNK_BYTES."""
     metrics.CHANGE_STREAMS.inc()
     stream = state.hub.follow(start, where, heartbeat_s=state.settings.changes_heartbeat_s)
     try:
@@ -126,23 +150,38 @@ async def _events(state: NodeState, start: str, where: ChangeFilter) -> AsyncIte
             async for item in stream:
                 if state.closing.is_set():
                     return
-                yield _chunk(item)
+                if isinstance(item, Heartbeat):
+                    yield _heartbeat(item)
+                    continue
+                metrics.CHANGE_STREAM_LAG.observe(max(0.0, time.time() - item[-1].at.timestamp()))
+                for chunk in _chunks(item):
+                    yield chunk
     except StreamTooSlow as exc:
         logger.info("change stream ended: %s", exc.message)
     finally:
         metrics.CHANGE_STREAMS.dec()
 
 
-def _chunk(item: list[Change] | Heartbeat) -> bytes:
-    if isinstance(item, Heartbeat):
-        return b'id: %s\nevent: heartbeat\ndata: {"cursor":"%s"}\n\n' % (
-            item.cursor.encode(),
-            item.cursor.encode(),
+def _heartbeat(beat: Heartbeat) -> bytes:
+    cursor = beat.cursor.encode()
+    return b'id: %s\nevent: heartbeat\ndata: {"cursor":"%s"}\n\n' % (cursor, cursor)
+
+
+def _chunks(changes: list[Change]) -> Iterator[bytes]:
+    """The events of ``changes``, cut into chunks: what a stream holds while its client is slow
+    is one chunk, not a whole batch."""
+    events: list[bytes] = []
+    size = 0
+    for change in changes:
+        event = b"id: %s\nevent: %s\ndata: %s\n\n" % (
+            change.cursor.encode(),
+            change.type.encode(),
+            change.json_bytes(),
         )
-    if item:
-        metrics.CHANGE_STREAM_LAG.observe(max(0.0, time.time() - item[-1].at.timestamp()))
-    return b"".join(
-        b"id: %s\nevent: %s\ndata: %s\n\n"
-        % (change.cursor.encode(), change.type.encode(), change.json_bytes())
-        for change in item
-    )
+        events.append(event)
+        size += len(event)
+        if size >= CHUNK_BYTES:
+            yield b"".join(events)
+            events, size = [], 0
+    if events:
+        yield b"".join(events)

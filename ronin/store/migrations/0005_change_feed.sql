@@ -1,24 +1,26 @@
 -- 0005: the change feed (PROTOCOL.md section 9): one row per change to the map, written by
 -- triggers in the transaction that makes the change, so rows written by hand are logged too.
 --
--- Cursors are commit order. A row is written with no cursor (seq NULL); at commit, a deferred
--- trigger takes one advisory lock, stamps the transaction's rows with the next values of a
--- sequence and notifies. PostgreSQL makes a transaction visible before it releases its
--- locks, so by the time the next transaction takes a value, every smaller one is visible: a
--- reader that has read past cursor 42 can never later find 41. The price is that commits
--- which change the map queue up for that lock, for as long as a commit takes; transactions
--- that change nothing (a re-sighting that only moves last_seen, a check that keeps the state)
--- never take it.
-
-CREATE SEQUENCE map_change_seq AS BIGINT;
+-- Cursors are commit order. A number taken when a change is written is not: a transaction
+-- that took 41 can commit after one that took 42, and a reader already past 42 would never
+-- see 41. So a change is written without a cursor (seq NULL), and cursors are given later,
+-- to changes already committed, by a sequencing pass (ronin_changes_sequence) that runs
+-- under one advisory lock: each pass numbers what has become visible since the last one,
+-- after every number the last one gave, and PostgreSQL makes a pass visible before it
+-- releases the lock. A reader that has read past cursor 42 can never later find 41.
+-- Writers take no lock of the feed's and commit in parallel; within a pass, changes are
+-- numbered in the order their transactions reached COMMIT (taken at commit by a deferred
+-- trigger) and, within a transaction, in the order it wrote them.
 
 CREATE TABLE map_changes (
     change_id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    -- The cursor, from map_change_seq at commit; NULL only inside the writing transaction.
+    -- The cursor; NULL until a sequencing pass after the writing transaction committed.
     seq BIGINT,
+    -- The writing transaction, to find its commit order (map_change_marks).
+    xid XID8 NOT NULL DEFAULT pg_current_xact_id(),
     type TEXT NOT NULL CHECK (type IN
         ('service_added', 'service_changed', 'service_state', 'service_removed')),
-    -- When the change committed (stamped with the cursor): cursor order is time order.
+    -- When the change committed (from its transaction's mark): cursor order is time order.
     at TIMESTAMPTZ NOT NULL DEFAULT now(),
     service_id VARCHAR(255) NOT NULL,
     node_id VARCHAR(255) NOT NULL,
@@ -29,18 +31,20 @@ CREATE TABLE map_changes (
 );
 -- Readers: the changes after a cursor, in cursor order.
 CREATE UNIQUE INDEX idx_map_changes_seq ON map_changes (seq);
--- The commit trigger: the rows of its own transaction (the only ones without a cursor).
+-- The sequencing pass: committed changes without a cursor (in-flight ones are invisible).
 CREATE INDEX idx_map_changes_unstamped ON map_changes (change_id) WHERE seq IS NULL;
 
--- The one row saying how far the log was pruned: a cursor before it may have lost changes.
-CREATE TABLE map_change_horizon (
+-- The one row of the log's bounds: the newest cursor given, and how far the log was pruned
+-- (a cursor before that may have lost changes: 410 CURSOR_EXPIRED).
+CREATE TABLE map_change_head (
     only_row BOOLEAN PRIMARY KEY DEFAULT true CHECK (only_row),
+    last_seq BIGINT NOT NULL DEFAULT 0,
     pruned_through BIGINT NOT NULL DEFAULT 0
 );
-INSERT INTO map_change_horizon DEFAULT VALUES;
+INSERT INTO map_change_head DEFAULT VALUES;
 
--- Changes ever written, by type: the metric ronin_changes_written_total, which pruning the
--- log must not lower. Kept by the commit trigger, under its lock.
+-- Changes ever written, by type (the metric ronin_changes_written), which pruning must not
+-- lower; kept by the sequencing pass.
 CREATE TABLE map_change_totals (
     type TEXT PRIMARY KEY,
     total BIGINT NOT NULL DEFAULT 0
@@ -48,66 +52,94 @@ CREATE TABLE map_change_totals (
 INSERT INTO map_change_totals (type)
 VALUES ('service_added'), ('service_changed'), ('service_state'), ('service_removed');
 
--- One row per transaction that wrote changes, inserted with its first change and deleted at
--- its commit: its insert queues the one deferred trigger that stamps the transaction's rows
--- (a deferred trigger per change would queue 100,000 events for a large discovery batch).
-CREATE UNLOGGED TABLE map_change_marks (xid XID8 PRIMARY KEY);
+-- When each transaction that wrote changes reached COMMIT: inserted with its first change,
+-- completed by a deferred trigger at its commit, deleted by the pass that numbers its
+-- changes. Unlogged: after a crash, changes that lost their mark are numbered first, in the
+-- order they were written.
+CREATE SEQUENCE map_change_commit_order AS BIGINT;
+CREATE UNLOGGED TABLE map_change_marks (
+    xid XID8 PRIMARY KEY,
+    commit_order BIGINT,
+    committed_at TIMESTAMPTZ
+);
 
--- Changes of every type, written by a trigger: make sure this transaction's commit stamps them.
+-- Called by every trigger that wrote changes: mark this transaction, once.
 CREATE FUNCTION ronin_changes_mark() RETURNS VOID
 LANGUAGE plpgsql AS $$
 BEGIN
     IF current_setting('ronin.changes_marked', true) IS DISTINCT FROM 'yes' THEN
-        INSERT INTO map_change_marks VALUES (pg_current_xact_id()) ON CONFLICT DO NOTHING;
+        INSERT INTO map_change_marks (xid) VALUES (pg_current_xact_id())
+        ON CONFLICT DO NOTHING;
         PERFORM set_config('ronin.changes_marked', 'yes', true);
     END IF;
 END
 $$;
 
--- At commit: the next cursors for this transaction's changes, in the order it wrote them.
--- Lock key: the bytes of "RChg".
-CREATE FUNCTION ronin_changes_stamp() RETURNS TRIGGER
+-- At commit: the transaction's place in commit order, and a wake-up for the sequencers
+-- (delivered when the commit is done). It takes no lock: writers never wait on each other.
+CREATE FUNCTION ronin_changes_committing() RETURNS TRIGGER
 LANGUAGE plpgsql AS $$
-DECLARE
-    mine BIGINT;
-    first BIGINT;
 BEGIN
-    PERFORM pg_advisory_xact_lock(1380149351);
-    SELECT count(*) INTO mine FROM map_changes WHERE seq IS NULL;
-    IF mine > 0 THEN
-        -- A block of cursors: only this lock's holder draws from the sequence.
-        first := nextval('map_change_seq');
-        IF mine > 1 THEN
-            PERFORM setval('map_change_seq', first + mine - 1);
-        END IF;
-        UPDATE map_change_totals AS t SET total = t.total + mine_by_type.n
-        FROM (
-            SELECT type, count(*) AS n FROM map_changes WHERE seq IS NULL GROUP BY type
-        ) AS mine_by_type
-        WHERE t.type = mine_by_type.type;
-        UPDATE map_changes AS c
-        SET seq = first - 1 + numbered.n, at = clock_timestamp()
-        FROM (
-            SELECT change_id, row_number() OVER (ORDER BY change_id) AS n
-            FROM map_changes WHERE seq IS NULL
-        ) AS numbered
-        WHERE c.change_id = numbered.change_id;
-        -- A wake-up, never the truth: readers read the table after the cursor they hold.
-        PERFORM pg_notify('ronin_changes', (first + mine - 1)::text);
-    END IF;
-    DELETE FROM map_change_marks WHERE xid = pg_current_xact_id();
+    UPDATE map_change_marks
+    SET commit_order = nextval('map_change_commit_order'), committed_at = clock_timestamp()
+    WHERE xid = NEW.xid;
     PERFORM set_config('ronin.changes_marked', '', true);
+    PERFORM pg_notify('ronin_changes_pending', '');
     RETURN NULL;
 END
 $$;
 
-CREATE CONSTRAINT TRIGGER trg_map_change_marks_stamp
+CREATE CONSTRAINT TRIGGER trg_map_change_marks_commit
     AFTER INSERT ON map_change_marks
     DEFERRABLE INITIALLY DEFERRED
-    FOR EACH ROW EXECUTE FUNCTION ronin_changes_stamp();
+    FOR EACH ROW EXECUTE FUNCTION ronin_changes_committing();
 
--- A service row and its liveness as the map's queries show them (ronin/store/sql/map.sql):
--- no liveness row reads as alive since now.
+-- The sequencing pass: cursors for every committed change without one, after the newest
+-- given; the newest cursor it gave (NULL: nothing to number, or, with wait false, another
+-- pass holds the lock). Run by each process's change hub when a commit wakes it, by readers
+-- before a page, and by housekeeping before pruning; run it in a transaction of its own.
+-- Lock key: the bytes of "RChg".
+CREATE FUNCTION ronin_changes_sequence(wait BOOLEAN) RETURNS BIGINT
+LANGUAGE plpgsql AS $$
+DECLARE
+    newest BIGINT;
+BEGIN
+    IF wait THEN
+        PERFORM pg_advisory_xact_lock(1380149351);
+    ELSIF NOT pg_try_advisory_xact_lock(1380149351) THEN
+        RETURN NULL;
+    END IF;
+    -- A statement of its own, so its snapshot is taken with the lock held: it sees every
+    -- pass before it, and every transaction that committed before it began.
+    WITH pending AS (
+        SELECT c.change_id, m.committed_at,
+               row_number() OVER (ORDER BY m.commit_order NULLS FIRST, c.change_id) AS n
+        FROM map_changes AS c
+        LEFT JOIN map_change_marks AS m ON m.xid = c.xid
+        WHERE c.seq IS NULL
+    ), stamped AS (
+        UPDATE map_changes AS c
+        SET seq = h.last_seq + p.n, at = coalesce(p.committed_at, c.at)
+        FROM pending AS p, map_change_head AS h
+        WHERE c.change_id = p.change_id
+        RETURNING c.seq, c.xid, c.type
+    ), counted AS (
+        UPDATE map_change_totals AS t SET total = t.total + by_type.n
+        FROM (SELECT type, count(*) AS n FROM stamped GROUP BY type) AS by_type
+        WHERE t.type = by_type.type
+    ), cleared AS (
+        DELETE FROM map_change_marks AS m WHERE m.xid IN (SELECT xid FROM stamped)
+    )
+    SELECT max(seq) INTO newest FROM stamped;
+    IF newest IS NOT NULL THEN
+        UPDATE map_change_head SET last_seq = newest;
+        -- A wake-up, never the truth: readers read the table after the cursor they hold.
+        PERFORM pg_notify('ronin_changes', newest::text);
+    END IF;
+    RETURN newest;
+END
+$$;
+
 CREATE FUNCTION ronin_change_service(s discovered_services, l service_liveness) RETURNS JSONB
 LANGUAGE sql STABLE AS $$
     SELECT to_jsonb(s) || jsonb_build_object(
