@@ -222,7 +222,7 @@ def test_on_a_terminal_it_prints_a_line_each(db_url: str) -> None:
 def test_an_expired_cursor_exits_1_naming_the_current_one(tmp_path: Path, db_url: str) -> None:
     for number in range(3):
         insert(db_url, number)
-    execute(db_url, "UPDATE map_change_horizon SET pruned_through = 2")  # as a prune leaves it
+    execute(db_url, "UPDATE map_change_head SET pruned_through = 2")  # as a prune leaves it
     current = format_cursor(3)
     old = format_cursor(1)
     done = ronin("watch", "--json", "--since", old, RONIN_DATABASE_URL=db_url)
