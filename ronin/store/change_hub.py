@@ -43,6 +43,8 @@ RING_SIZE = 5000
 #: ... and at most this many bytes of encoded changes (services can be large).
 RING_BYTES = 16 * 1024 * 1024
 POLL_S = 1.0
+#: Under a stream of commits, the hub reads at most once per this (an idle hub at once).
+COALESCE_S = 0.01
 HEARTBEAT_S = 15.0
 #: The most changes one batch of a stream carries.
 STREAM_BATCH = 500
@@ -65,11 +67,13 @@ class ChangeHub:
         *,
         ring_size: int = RING_SIZE,
         poll_s: float = POLL_S,
+        coalesce_s: float = COALESCE_S,
         wakeups: Callable[[], AsyncIterator[Notification]] | None = None,
     ) -> None:
         self._feed = feed
         self._ring_size = ring_size
         self._poll_s = poll_s
+        self._coalesce_s = coalesce_s
         self._wakeups = wakeups or (lambda: aiter(Listener(conninfo, [PENDING, CHANNEL])))
         self._ring: list[Change] = []
         self._seqs: list[int] = []
@@ -211,6 +215,10 @@ class ChangeHub:
                     raise_if_cancelled()
                     level = logging.DEBUG if isinstance(exc, DatabaseError) else logging.WARNING
                     logger.log(level, "change feed hub: read failed: %s", exc)
+                if self._wake.is_set():
+                    # Commits came while it read: let a few more arrive, so that every
+                    # stream wakes once for them all rather than once for each.
+                    await asyncio.sleep(self._coalesce_s)
                 with contextlib.suppress(TimeoutError):
                     # Not wait_for: on Python 3.11 it loses a cancellation that arrives as
                     # the event is set, and the hub would outlive its ``async with``.
