@@ -78,7 +78,7 @@ class FakeJob:
     async def record_links(self, links: Sequence[tuple[str, str]]) -> int:
         # Written after the services they join: both ends' sightings are recorded already.
         written = {s.node_id for s in self.recorded}
-        assert not self.fresh or all(source in written and target in written for source, target in links), links
+        assert not self.fresh or all(s in written and t in written for s, t in links), links
         self.links.extend(links)
         return len(links)
 
