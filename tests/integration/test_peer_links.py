@@ -3,8 +3,11 @@ name, re-sighted by a re-scan, removed with their nodes, and laid out once."""
 
 from __future__ import annotations
 
+import asyncio
 import math
-from datetime import timedelta
+import random
+import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -13,12 +16,14 @@ from psycopg_pool import AsyncConnectionPool
 from ronin.beacon import BeaconServer
 from ronin.store.jobs import JobStore
 from ronin.store.layout import NEAR_MAX
+from ronin.store.models import Sighting
 from ronin.store.services import ServiceMap
 from tests.integration.test_discovery import PORT, beacons, discover, params
 from tests.support.fleet import addresses, chain, honest_fleet
 
 __all__ = ["beacons"]  # the fixture, shared with the discovery tests
 
+NOW = datetime.now(UTC)
 OUTSIDE_SWEEP = "127.43.8.1"  # allowed, but reached only as a peer
 
 
@@ -108,3 +113,29 @@ async def test_links_not_seen_within_the_retention_are_pruned_with_the_map(
     assert await service_map.prune(not_seen_for=timedelta(hours=1)) == 0
     assert stored_links(db_url) == {}
     assert await service_map.links.prune(not_seen_for=timedelta(hours=1)) == 0
+
+
+async def test_concurrent_batches_of_links_and_placements_neither_deadlock_nor_disagree(
+    db_url: str, service_map: ServiceMap
+) -> None:
+    nodes = [f"did:kos:griot:{i:03d}" for i in range(40)]
+    await service_map.upsert(
+        Sighting(f"svc-{i}", node, "Griot", f"http://127.0.0.{i + 1}/", ("klf",), NOW)
+        for i, node in enumerate(nodes)
+    )
+    every = [(a, b) for a in nodes for b in nodes if a != b]
+    rng = random.Random(7)
+    batches = [rng.sample(every, 400) for _ in range(8)]
+    for batch in batches[1::2]:
+        batch.reverse()  # opposite orders: only sorting the writes keeps them apart
+    jobs = [uuid.uuid4() for _ in batches]
+    written = await asyncio.gather(
+        *(service_map.links.record(job, batch) for job, batch in zip(jobs, batches, strict=True))
+    )
+    assert written == [400] * len(batches)
+    assert set(stored_links(db_url)) == {link for batch in batches for link in batch}
+
+    drawn = await asyncio.gather(*(service_map.links.graph() for _ in range(4)))
+    placements = [{n["id"]: (n["x"], n["y"]) for n in graph["nodes"]} for graph in drawn]
+    assert all(placement == placements[0] for placement in placements)
+    assert len(set(placements[0].values())) == len(nodes)
