@@ -16,7 +16,7 @@ from ronin.api import errors
 from ronin.api.auth import may_read
 from ronin.api.cache import ReadCache
 from ronin.api.limits import MAX_BODY_BYTES, BodyLimit
-from ronin.api.routes import changes, descriptor, health, jobs, klf, schedules, services
+from ronin.api.routes import changes, descriptor, graph, health, jobs, klf, schedules, services
 from ronin.api.state import NodeState
 from ronin.config import Settings
 from ronin.store.database import Database
@@ -68,7 +68,7 @@ def create_app(
         ReadCache, ttl_s=settings.api_cache_s, authorized=may_read(settings.api_tokens)
     )
     app.add_middleware(errors.CatchAll)  # outermost: nothing escapes to the server's log
-    for module in (jobs, services, changes, klf, schedules, health, descriptor):
+    for module in (jobs, services, graph, changes, klf, schedules, health, descriptor):
         app.include_router(module.router)
     app.mount(STATIC_PATH, StaticFiles(directory=STATIC_DIR), name="static")
     app.add_api_route("/docs", _docs, include_in_schema=False, response_class=HTMLResponse)
