@@ -17,7 +17,7 @@ from ronin.api.auth import may_read
 from ronin.api.cache import ReadCache
 from ronin.api.limits import MAX_BODY_BYTES, BodyLimit
 from ronin.api.pages.install import install as install_pages
-from ronin.api.routes import changes, descriptor, health, jobs, klf, schedules, services
+from ronin.api.routes import changes, descriptor, graph, health, jobs, klf, schedules, services
 from ronin.api.state import NodeState
 from ronin.config import Settings
 from ronin.store.database import Database
@@ -70,7 +70,7 @@ def create_app(
         ReadCache, ttl_s=settings.api_cache_s, authorized=may_read(settings.api_tokens)
     )
     app.add_middleware(errors.CatchAll)  # outermost: nothing escapes to the server's log
-    for module in (jobs, services, changes, klf, schedules, health, descriptor):
+    for module in (jobs, services, graph, changes, klf, schedules, health, descriptor):
         app.include_router(module.router)
     install_pages(app)  # the dashboard, at /
     app.mount(STATIC_PATH, StaticFiles(directory=STATIC_DIR), name="static")

@@ -27,6 +27,7 @@ from tests.integration.api_support import (
     assert_error,
     job_params,
 )
+from tests.integration.map_states_support import set_states
 
 NOW = datetime.now(UTC)
 ORIGIN = "http://ronin.test"  # the test client's base URL: this node's origin
@@ -146,6 +147,27 @@ async def test_every_page_answers_html_with_its_headings_and_the_map(
     assert headings(one)[:3] == [f"Job {job['job_id']}", "Attempts", "Result"]
     assert "network_cidr 127.0.0.1/32" in text_of(one)
     assert f'action="/jobs/{job["job_id"]}/cancel"' in one
+
+
+async def test_a_node_page_shows_its_peers_both_ways_and_its_state_history(
+    client: httpx.AsyncClient, service_map: ServiceMap, db_url: str
+) -> None:
+    job_id = str(uuid.uuid4())
+    await service_map.record_links(
+        job_id, [("did:kos:node:01", "did:kos:node:02"), ("did:kos:node:03", "did:kos:node:01")]
+    )
+    set_states(db_url, {2: "suspect"})
+    html = page(await client.get("/nodes/did:kos:node:01"))
+    referred_by = html[html.index('id="referred-by"') : html.index('id="refers-to"')]
+    refers_to = html[html.index('id="refers-to"') : html.index('id="state-history"')]
+    history = html[html.index('id="state-history"') :]
+    assert 'href="/nodes/did:kos:node:03"' in referred_by
+    assert "did:kos:node:02" not in referred_by
+    assert 'href="/nodes/did:kos:node:02"' in refers_to
+    assert f'href="/jobs/{job_id}"' in refers_to
+    assert "did:kos:service:002" in history
+    assert "state-suspect" in history
+    assert "alive" in text_of(html[: html.index('id="node-services"')])  # its best state
 
 
 async def test_every_page_sets_the_scripts_and_assets_it_names(client: httpx.AsyncClient) -> None:
