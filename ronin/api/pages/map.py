@@ -137,10 +137,11 @@ async def node_page(request: Request, node_id: str, state: Node, session: Sessio
     """One node: its services, its state history, who referred it and whom it refers to."""
     if not 1 <= len(node_id) <= 255:
         raise PageRefused(404, "No such node", "a node id has 1 to 255 characters")
+    cursor = await state.node.changes.current()  # before the node: the page misses nothing
     try:
         view = await load_node(state, node_id)
     except InvalidValue as exc:
         raise PageRefused(404, "No such node", exc.message) from None
     if view is None:
         raise PageRefused(404, "No such node", f"no service of the map has node id {node_id}")
-    return render(request, "node.html", node=view)
+    return render(request, "node.html", node=view, cursor=cursor)
