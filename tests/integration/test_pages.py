@@ -420,3 +420,37 @@ async def test_v1_reads_accept_the_cookie_and_writes_do_not(
     )
     guarded.cookies.set("ronin_session", "not-a-token")
     assert_error(await guarded.get("/v1/services"), 401, "UNAUTHENTICATED")
+
+
+async def test_a_bad_address_is_an_error_page_and_a_post_needs_a_session(
+    guarded: httpx.AsyncClient,
+) -> None:
+    form = {"target_type": "network_cidr", "target": "127.0.0.1/32"}
+    answer = await guarded.post("/jobs", data=form, headers=SAME_ORIGIN)
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/login?next=%2Fjobs"
+    await login(guarded, READ_TOKEN)
+    assert "Bad request" in page(await guarded.get("/jobs", params={"status": "bogus"}), 422)
+    assert_error(await guarded.get("/v1/jobs", params={"status": "bogus"}), 422, "INVALID_VALUE")
+
+
+async def test_what_the_map_holds_is_escaped_in_the_pages(
+    client: httpx.AsyncClient, service_map: ServiceMap
+) -> None:
+    hostile = "<script>alert(1)</script>"
+    await service_map.upsert(
+        [
+            Sighting(
+                service_id="did:kos:service:666",
+                node_id="did:kos:node:66",
+                node_class=hostile,
+                endpoint=f"http://127.0.0.66/{hostile}",
+                capabilities=(hostile,),
+                seen_at=NOW,
+            )
+        ]
+    )
+    for path in ("/", "/services", "/nodes/did:kos:node:66", "/network"):
+        html = page(await client.get(path))
+        assert hostile not in html, path
+        assert "&lt;script&gt;" in html, path
