@@ -3,7 +3,7 @@
 - ``browser``: one headless Chromium for the session (``/usr/bin/chromium``, never a browser
   Playwright downloads), WebGL in software (SwiftShader) for sigma. Without it the tests fail
   when ``CI`` is set and are skipped otherwise.
-- ``page``: a fresh context (its own cookies) and page per test. Every console error and
+- ``page``, ``new_page()``: a fresh context (its own cookies) and page. Every console error and
   uncaught page error fails the test, unless the test itself expects it (``browser_log.expect``)
   or it is in ``BENIGN`` below; every request the browser makes is recorded.
 - ``served_node``: starts ``ronin serve`` processes on this test's database.
@@ -108,24 +108,40 @@ def browser_log() -> BrowserLog:
 
 
 @pytest.fixture
-def page(browser: Any, browser_log: BrowserLog) -> Iterator[Any]:
-    """A fresh page (its own context: no cookie of another test), logging into ``browser_log``."""
-    context = browser.new_context(viewport=VIEWPORT)
-    context.set_default_timeout(STEP_TIMEOUT_MS)
-    context.on("request", lambda request: browser_log.requests.append(request.url))
-    opened = context.new_page()
+def new_page(browser: Any, browser_log: BrowserLog) -> Iterator[Callable[[], Any]]:
+    """``new_page()``: a page in a fresh context (no cookie of another), logging into
+    ``browser_log``; closed when the test ends."""
+    contexts: list[Any] = []
 
+    def open_page() -> Any:
+        context = browser.new_context(viewport=VIEWPORT)
+        contexts.append(context)
+        context.set_default_timeout(STEP_TIMEOUT_MS)
+        context.on("request", lambda request: browser_log.requests.append(request.url))
+        context.on("page", lambda opened: _log_errors(opened, browser_log))
+        return context.new_page()
+
+    try:
+        yield open_page
+    finally:
+        for context in contexts:
+            context.close()
+
+
+def _log_errors(opened: Any, log: BrowserLog) -> None:
     def console(message: Any) -> None:
         if message.type == "error":
             where = message.location.get("url") or opened.url
-            browser_log.errors.append(f"{where}: console error: {message.text}")
+            log.errors.append(f"{where}: console error: {message.text}")
 
     opened.on("console", console)
-    opened.on("pageerror", lambda error: browser_log.errors.append(f"{opened.url}: {error}"))
-    try:
-        yield opened
-    finally:
-        context.close()
+    opened.on("pageerror", lambda error: log.errors.append(f"{opened.url}: {error}"))
+
+
+@pytest.fixture
+def page(new_page: Callable[[], Any]) -> Any:
+    """A fresh page, as ``new_page()`` opens one."""
+    return new_page()
 
 
 @pytest.hookimpl(wrapper=True)

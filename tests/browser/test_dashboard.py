@@ -1,0 +1,246 @@
+"""The dashboard in a real browser: ``ronin serve`` as a process, a beacon fleet on loopback,
+Debian's Chromium (see conftest.py). No test reloads a page to see a change: each marks the
+window once loaded and checks the mark is still there at the end."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from ronin.beacon import KOS_PORT
+from tests.acceptance.serve_support import Process
+from tests.browser.conftest import BrowserLog, wait_ready
+from tests.browser.fleet import FleetThread
+
+FLEET_SIZE = 5
+READ = "read-token-0123456789"
+WRITE = "write-token-0123456789"
+TOKENS = f"read:{READ},write:{WRITE}"
+#: The longest a job or a state change may take to show (a bound, not a measurement).
+CHANGE_TIMEOUT_MS = 30_000
+MARK = "window.__notReloaded = true"
+NOT_RELOADED = "window.__notReloaded === true"
+
+Serve = Callable[..., Process]
+Screenshot = Callable[[Any, str], Path]
+
+
+def cidr_job(network: str) -> dict[str, Any]:
+    return {
+        "target": {"type": "network_cidr", "value": network},
+        "protocols": ["http-api"],
+        "ports": [KOS_PORT],
+    }
+
+
+def discover(node: Process, network: str, **headers: str) -> str:
+    """Run a discovery of ``network`` through the node's API; its job id once completed."""
+    with httpx.Client(base_url=node.url, timeout=30, headers=headers) as client:
+        answer = client.post("/v1/jobs", json=cidr_job(network))
+        assert answer.status_code == 202, answer.text
+        job_id = str(answer.json()["job_id"])
+        deadline = time.monotonic() + CHANGE_TIMEOUT_MS / 1000
+        while (status := client.get(f"/v1/jobs/{job_id}").json()["status"]) != "completed":
+            assert status in ("pending", "running"), f"job {status}:\n{node.log()}"
+            assert time.monotonic() < deadline, f"job still {status}:\n{node.log()}"
+            time.sleep(0.1)
+    return job_id
+
+
+def node_path(node_id: str) -> str:
+    return f"/nodes/{quote(node_id, safe='')}"
+
+
+def open_ready(page: Any, url: str) -> None:
+    page.goto(url)
+    wait_ready(page)
+
+
+def test_every_page_loads_ready_with_no_console_error(
+    page: Any, served_node: Serve, screenshot: Screenshot
+) -> None:
+    network = "127.78.1.0/29"
+    with FleetThread(network, FLEET_SIZE, KOS_PORT) as fleet:
+        node = served_node("--workers", "1", RONIN_ALLOW=network, RONIN_VERIFY_INTERVAL_S="0")
+        job_id = discover(node, network)
+        pages = {
+            "overview": "/",
+            "network": "/network",
+            "services": "/services",
+            "node": node_path(fleet.fleet[0].node_id),
+            "jobs": "/jobs",
+            "job": f"/jobs/{job_id}",
+        }
+        for name, path in pages.items():
+            open_ready(page, node.url + path)
+            assert page.title(), name
+            screenshot(page, name)
+        # The node page is the fleet's first node's, with its peers both ways (a ring).
+        open_ready(page, node.url + pages["node"])
+        assert fleet.fleet[0].node_id in page.inner_text("h1")
+        assert fleet.fleet[1].node_id in page.inner_text("#refers-to")
+        assert fleet.fleet[-1].node_id in page.inner_text("#referred-by")
+
+
+def test_the_network_page_draws_the_fleet(
+    page: Any, served_node: Serve, screenshot: Screenshot
+) -> None:
+    network = "127.78.2.0/29"
+    with FleetThread(network, FLEET_SIZE, KOS_PORT) as fleet:
+        node = served_node("--workers", "1", RONIN_ALLOW=network, RONIN_VERIFY_INTERVAL_S="0")
+        discover(node, network)
+        open_ready(page, f"{node.url}/network")
+        graph = page.evaluate("({nodes: roninGraph.nodes, links: roninGraph.links})")
+        # Every node names the next one: the ring has as many links as nodes.
+        assert graph == {"nodes": FLEET_SIZE, "links": FLEET_SIZE}
+        summary = page.inner_text("#graph-summary")
+        assert summary.startswith(f"{FLEET_SIZE} nodes, {FLEET_SIZE} links, 0 gone"), summary
+        for beacon in fleet.fleet:
+            assert page.evaluate("(id) => roninGraph.state(id)", beacon.node_id) == "alive"
+        assert page.evaluate("roninGraph.firstFrameMs <= roninGraph.readyMs")
+        screenshot(page, "network")
+
+
+def test_a_discovery_started_from_the_form_shows_its_progress_to_completion(
+    page: Any, served_node: Serve, screenshot: Screenshot
+) -> None:
+    network = "127.78.3.0/29"
+    with FleetThread(network, FLEET_SIZE, KOS_PORT):
+        # No job slot in the node the browser talks to: the job waits, pending, until a second
+        # node (a worker) is started once the job's page is open, so the page must follow it.
+        node = served_node("--workers", "0", RONIN_ALLOW=network)
+        open_ready(page, f"{node.url}/jobs")
+        page.select_option("#j-type", "network_cidr")
+        page.fill("#j-target", network)
+        with page.expect_navigation():
+            page.click("#start-form button[type=submit]")
+        assert urlsplit(page.url).path.startswith("/jobs/"), page.url
+        wait_ready(page)
+        status = page.locator("#job-status .progress")
+        assert status.get_attribute("data-status") == "pending"
+        page.evaluate(MARK)
+        page.evaluate(
+            """() => { window.__seen = [];
+            const text = document.querySelector('#job-status');
+            new MutationObserver(() => window.__seen.push(text.innerText.trim()))
+                .observe(text, {subtree: true, childList: true, characterData: true,
+                                attributes: true}); }"""
+        )
+        served_node("--workers", "1", RONIN_ALLOW=network, RONIN_VERIFY_INTERVAL_S="0")
+        page.wait_for_function(
+            "document.querySelector('#job-status .progress').dataset.status === 'completed'",
+            timeout=CHANGE_TIMEOUT_MS,
+        )
+        assert page.evaluate(NOT_RELOADED)
+        assert page.locator("#job-status progress").get_attribute("value") == "100"
+        assert "completed" in page.inner_text("#job-status")
+        assert page.evaluate("window.__seen.length") > 0
+        screenshot(page, "job-completed")
+
+
+def test_a_killed_beacon_shows_as_gone_without_a_reload(
+    page: Any, served_node: Serve, screenshot: Screenshot
+) -> None:
+    network = "127.78.4.0/29"
+    with FleetThread(network, FLEET_SIZE, KOS_PORT) as fleet:
+        # Checked every second; one dead node of five must not look like a partition.
+        node = served_node(
+            "--workers",
+            "1",
+            RONIN_ALLOW=network,
+            RONIN_VERIFY_INTERVAL_S="1",
+            RONIN_VERIFY_GUARD_FRACTION="0.9",
+        )
+        discover(node, network)
+        victim = fleet.fleet[2].node_id
+        open_ready(page, f"{node.url}/network")
+        node_page = page.context.new_page()
+        open_ready(node_page, node.url + node_path(victim))
+        assert page.evaluate("(id) => roninGraph.state(id)", victim) == "alive"
+        assert "alive" in node_page.inner_text("main .lead")
+        for opened in (page, node_page):
+            opened.evaluate(MARK)
+
+        fleet.kill(2)
+        page.wait_for_function(
+            "(id) => roninGraph.state(id) === 'gone'", arg=victim, timeout=CHANGE_TIMEOUT_MS
+        )
+        page.wait_for_function(
+            "document.querySelector('#graph-summary').innerText.includes('1 gone')",
+            timeout=CHANGE_TIMEOUT_MS,
+        )
+        node_page.wait_for_function(
+            "document.querySelector('main .lead').innerText.includes('gone')",
+            timeout=CHANGE_TIMEOUT_MS,
+        )
+        for opened in (page, node_page):
+            assert opened.evaluate(NOT_RELOADED)
+        others = [b.node_id for b in fleet.fleet if b.node_id != victim]
+        assert [page.evaluate("(id) => roninGraph.state(id)", o) for o in others] == ["alive"] * 4
+        screenshot(page, "network-one-gone")
+        screenshot(node_page, "node-gone")
+
+
+def test_pages_ask_for_a_token_and_a_read_token_cannot_start_a_job(
+    page: Any,
+    new_page: Callable[[], Any],
+    served_node: Serve,
+    browser_log: BrowserLog,
+    screenshot: Screenshot,
+) -> None:
+    network = "127.78.5.0/29"
+    node = served_node("--workers", "0", RONIN_ALLOW=network, RONIN_API_TOKENS=TOKENS)
+    for path in ("/", "/network", "/services", "/jobs"):
+        page.goto(node.url + path)
+        assert urlsplit(page.url).path == "/login", (path, page.url)
+    screenshot(page, "login")
+
+    page.fill("#token", READ)
+    with page.expect_navigation():
+        page.click("form[action='/login'] button[type=submit]")
+    assert urlsplit(page.url).path == "/jobs"  # where it was going
+    wait_ready(page)
+    for path in ("/", "/network", "/services"):
+        open_ready(page, node.url + path)
+        assert urlsplit(page.url).path == path
+    open_ready(page, f"{node.url}/jobs")
+    assert page.locator("#start-form").count() == 0
+    assert "write scope" in page.inner_text("main")
+    screenshot(page, "jobs-read-only")
+
+    # The form is not shown; a request made as if it were is refused with the reason.
+    with page.expect_navigation():
+        page.evaluate(
+            """(target) => { const form = document.createElement('form');
+            form.method = 'post'; form.action = '/jobs';
+            for (const [name, value] of [['target_type', 'network_cidr'], ['target', target]]) {
+                const input = document.createElement('input');
+                input.name = name; input.value = value; form.appendChild(input); }
+            document.body.appendChild(form); form.submit(); }""",
+            network,
+        )
+    assert "write" in page.inner_text("main")
+    browser_log.expect(r"status of 403")
+    with httpx.Client(base_url=node.url, headers={"Authorization": f"Bearer {READ}"}) as client:
+        assert client.get("/v1/jobs").json()["items"] == []
+
+    # A write token may start one, from the form.
+    write_page = new_page()
+    write_page.goto(f"{node.url}/login")
+    write_page.fill("#token", WRITE)
+    with write_page.expect_navigation():
+        write_page.click("form[action='/login'] button[type=submit]")
+    open_ready(write_page, f"{node.url}/jobs")
+    write_page.fill("#j-target", network)
+    with write_page.expect_navigation():
+        write_page.click("#start-form button[type=submit]")
+    assert urlsplit(write_page.url).path.startswith("/jobs/")
+
+    assert browser_log.requests
+    leaked = [url for url in browser_log.requests if READ in url or WRITE in url]
+    assert leaked == []
