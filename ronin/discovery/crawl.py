@@ -92,6 +92,8 @@ class Crawl:
         self.state = CrawlState.from_checkpoint(context.resume)
         self.sweep: Sweep | None = None
         self._pending: list[Sighting] = []
+        #: Peer links (referrer node_id, peer node_id) to write after the pending sightings.
+        self._pending_links: list[tuple[str, str]] = []
         #: Nodes behind swept open ports whose fetch is under way: the sweep's checkpoint
         #: repeats them, so a checkpoint must not count them visited (or probed) yet.
         self._sweeping: set[str] = set()
@@ -214,7 +216,7 @@ class Crawl:
             if found.unresolved is not None:
                 raise ScanFailed(f"{target} could not be resolved: {found.unresolved}")
             return urls
-        urls = await self._known_endpoints(target)
+        urls, _ = await self._known_endpoints(target)
         if not urls:
             raise ScanFailed(f"neither this node's map nor its peers' know {target}")
         for url in urls:
@@ -310,8 +312,10 @@ class Crawl:
             result = await self._fetch(descriptor_url(url, state.paths.get(key, DESCRIPTOR_PATH)))
         if isinstance(result, Failed):
             self._failed(result.reason)
+            state.referrers.pop(key, None)
             return
         if self._mismatched(key, result):
+            state.referrers.pop(key, None)
             return
         metrics.probe_succeeded()
         state.stats["nodes"] += 1
@@ -325,8 +329,14 @@ class Crawl:
         self._pending.extend(observed.sightings)
         for reason in observed.skipped:
             self.context.probe_failed(reason)
+        node_id = result.descriptor.node_id
+        state.node_ids[key] = node_id
+        for referrer in state.referrers.pop(key, []):
+            self._link(referrer, node_id)
         if state.level < self.params.depth:
             await self._queue_peers(result.descriptor)
+        else:
+            self._link_known_peers(result.descriptor)
         await self._flush_if_due()
 
     def _mismatched(self, key: str, fetched: Fetched) -> bool:
@@ -346,13 +356,23 @@ class Crawl:
         metrics.probe_failed(reason)
 
     async def _queue_peers(self, node: NodeDescriptor) -> None:
+        """Queue the peers a node names, and link it to each one known: at once for a DID
+        in this node's map, else once the peer's address is fetched in this job."""
         for peer in node.peers:
-            urls = await self._known_endpoints(peer) if peer.startswith("did:") else [peer]
+            if peer.startswith("did:"):
+                urls, in_map = await self._known_endpoints(peer)
+                if in_map:
+                    self._link(node.node_id, peer)
+                referrer = None if in_map else node.node_id
+            else:
+                urls, referrer = [peer], node.node_id
             for url in urls:
-                self._queue_peer(peer, url)
+                self._queue_peer(peer, url, referrer)
 
-    def _queue_peer(self, peer: str, url: str) -> None:
-        """Queue one URL of a peer for the next level, unless it is refused or known."""
+    def _queue_peer(self, peer: str, url: str, referrer: str | None = None) -> None:
+        """Queue one URL of a peer for the next level, unless it is refused or known; the
+        link from ``referrer`` is made once the node at that address is known (now, if an
+        earlier probe of this job fetched it: no address is probed twice)."""
         state = self.state
         try:
             target = parse_probe_url(url)
@@ -363,6 +383,7 @@ class Crawl:
         if peer.startswith("did:"):
             state.expected.setdefault(key, peer)
         if key in state.visited or self._swept(target):
+            self._refer(referrer, key)
             return
         if target.address is not None and not self.options.policy.allows(target.address):
             self.context.probe_failed("peer_out_of_scope")
@@ -373,13 +394,47 @@ class Crawl:
             return
         state.visited.add(key)
         state.next_frontier.append(key)
+        self._refer(referrer, key)
 
-    async def _known_endpoints(self, did: str) -> list[str]:
+    def _refer(self, referrer: str | None, key: str) -> None:
+        """``referrer`` named the node at ``key``: link them, now or once it is fetched."""
+        if referrer is None:
+            return
+        found = self.state.node_ids.get(key)
+        if found is not None:
+            self._link(referrer, found)
+            return
+        waiting = self.state.referrers.setdefault(key, [])
+        if referrer not in waiting:
+            waiting.append(referrer)
+
+    def _link_known_peers(self, node: NodeDescriptor) -> None:
+        """At the last level, peers are not followed: link those this job already knows."""
+        known = set(self.state.node_ids.values())
+        for peer in node.peers:
+            if peer.startswith("did:"):
+                if peer in known:
+                    self._link(node.node_id, peer)
+                continue
+            try:
+                key = parse_probe_url(peer).origin
+            except UnsafeUrl:
+                continue
+            found = self.state.node_ids.get(key)
+            if found is not None:
+                self._link(node.node_id, found)
+
+    def _link(self, source: str, target: str) -> None:
+        if source != target:
+            self._pending_links.append((source, target))
+
+    async def _known_endpoints(self, did: str) -> tuple[list[str], bool]:
         """A did:kos node's endpoints, from this node's map and its peers' (PROTOCOL.md
-        section 4); every one is re-probed, so a stale or lying map costs a probe."""
+        section 4), and whether this node's map holds it; every endpoint is re-probed, so a
+        stale or lying map costs a probe."""
         if not did.startswith("did:kos:"):
             self._failed("unresolvable_did")
-            return []
+            return [], False
         page = await self.context.services.find(ServiceFilter(node_id=did), limit=20)
         endpoints = [s.endpoint for s in page.items if _is_http(s.endpoint)]
         from_peers, failures = await self.peer_maps.endpoints(did)
@@ -387,7 +442,7 @@ class Crawl:
         for reason in failures:
             self._failed(reason)
         bases = {descriptor_url(endpoint) for endpoint in endpoints}
-        return sorted(url.removesuffix("/.well-known/kos-node") for url in bases)
+        return sorted(url.removesuffix("/.well-known/kos-node") for url in bases), bool(page.items)
 
     def _swept(self, target: ProbeUrl) -> bool:
         """True when level 1's sweep already covered this address and port."""
@@ -402,17 +457,22 @@ class Crawl:
 
     async def _flush_if_due(self) -> None:
         if len(self._pending) >= FLUSH_SIZE or (
-            self._pending and time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S
+            (self._pending or self._pending_links)
+            and time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S
         ):
             await self._flush()
 
     async def _flush(self) -> None:
-        """Write buffered sightings to the map, linked to this job (after any batch in flight)."""
+        """Write buffered sightings to the map, linked to this job (after any batch in flight),
+        then the peer links found with them (best effort: the services come first)."""
         async with self._flushing:
             batch, self._pending = self._pending, []
+            links, self._pending_links = self._pending_links, []
             self._last_flush = time.monotonic()
             if batch:
                 await self.context.record(batch)
+            if links:
+                await self.context.record_links(links)
 
     async def _report(self, *, force: bool = False, message: str | None = None) -> None:
         """Progress, with the checkpoint a re-claimed attempt resumes from."""

@@ -52,6 +52,10 @@ class CrawlState:
     methods: dict[str, str] = field(default_factory=dict)
     paths: dict[str, str] = field(default_factory=dict)
     mdns_done: bool = False
+    #: Peer links: the node_id each node (by its key) turned out to be in this job, and the
+    #: node_ids that named a node (by its key) not fetched yet, linked once it is.
+    node_ids: dict[str, str] = field(default_factory=dict)
+    referrers: dict[str, list[str]] = field(default_factory=dict)
     #: Where level 1's network sweep stands (``Sweep.checkpoint()``); None: not under way.
     sweep: dict[str, Any] | None = None
 
@@ -70,6 +74,8 @@ class CrawlState:
             "methods": dict(self.methods),
             "paths": dict(self.paths),
             "mdns_done": self.mdns_done,
+            "node_ids": dict(self.node_ids),
+            "referrers": {key: list(names) for key, names in self.referrers.items()},
         }
 
     def report(self) -> CrawlReport:
@@ -95,5 +101,7 @@ class CrawlState:
             methods=dict(saved.get("methods", {})),
             paths=dict(saved.get("paths", {})),
             mdns_done=saved.get("mdns_done", False),
+            node_ids=dict(saved.get("node_ids", {})),
+            referrers={key: list(names) for key, names in saved.get("referrers", {}).items()},
             sweep=saved.get("sweep"),
         )

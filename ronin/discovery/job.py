@@ -61,6 +61,10 @@ class DiscoveryJob(Protocol):
         """Write sightings to the map, linked to the job."""
         ...
 
+    async def record_links(self, links: Iterable[tuple[str, str]]) -> int:
+        """Write peer links (referrer node_id, peer node_id), best effort."""
+        ...
+
     def probe_failed(self, reason: str) -> None:
         """Count one failed probe under ``reason``."""
         ...

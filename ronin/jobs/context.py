@@ -3,6 +3,7 @@ report progress and record what it found."""
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections import Counter
@@ -11,11 +12,13 @@ from dataclasses import replace
 from typing import Any
 
 from ronin.discovery.crawl_state import CrawlReport
+from ronin.errors import DatabaseError
 from ronin.discovery.params import JobParams
 from ronin.jobs.queue_protocol import AttemptQueue, JobServices
 from ronin.store.job_models import ClaimedJob, JobResult, ReportedConflict
 from ronin.store.models import Sighting, UpsertResult
 
+logger = logging.getLogger(__name__)
 PROGRESS_INTERVAL_S = 0.5
 MAX_REPORTED_CONFLICTS = 100
 MAX_MESSAGE_CHARS = 500
@@ -104,6 +107,16 @@ class JobContext:
                     ReportedConflict(conflict.service_id, conflict.claimed_by, conflict.owner)
                 )
         return result
+
+    async def record_links(self, links: Iterable[tuple[str, str]]) -> int:
+        """Write peer links (referrer node_id, peer node_id) seen by this job, best effort:
+        called after the services they join are written, and a failure here is logged and
+        costs only these links, never the job or its services."""
+        try:
+            return await self.services.record_links(str(self.job_id), links)
+        except DatabaseError as exc:
+            logger.warning("job %s: peer links not recorded: %s", self.job_id, exc.message)
+            return 0
 
     def probe_failed(self, reason: str) -> None:
         """Count one failed probe under ``reason``."""

@@ -80,7 +80,8 @@ class JobQueue(FinishQueue, AttemptQueue, Protocol):
 
 
 class JobServices(Protocol):
-    """What a job's executor does with the map: write sightings and look services up."""
+    """What a job's executor does with the map: write sightings and peer links, and look
+    services up."""
 
     async def upsert(self, sightings: Iterable[Sighting]) -> UpsertResult:
         """Write sightings; what became of each."""
@@ -90,6 +91,10 @@ class JobServices(Protocol):
         self, where: ServiceFilter = ..., *, limit: int = ..., cursor: str | None = ...
     ) -> Page:
         """One page of the services matching ``where``."""
+        ...
+
+    async def record_links(self, job_id: str, links: Iterable[tuple[str, str]]) -> int:
+        """Write a job's peer links (referrer node_id, peer node_id); how many were written."""
         ...
 
 

@@ -56,6 +56,10 @@ class ServiceMap:
         self.freshness_window = freshness_window
         self._frequencies_cache: dict[str, int] = {}
         self._frequencies_expire = 0.0
+        from ronin.store.links import PeerLinks  # it reads the change feed, which reads this
+
+        #: The peer links between the map's nodes (migration 0006).
+        self.links = PeerLinks(pool)
 
     async def upsert(
         self, sightings: Iterable[Sighting], *, batch_size: int = UPSERT_BATCH_SIZE
@@ -136,6 +140,10 @@ class ServiceMap:
         }
         cur = await conn.execute(query(name), params, prepare=False)
         return {row[0] for row in await cur.fetchall()} if cur.description else set()
+
+    async def record_links(self, job_id: str, links: Iterable[tuple[str, str]]) -> int:
+        """Write a job's peer links (referrer node_id, peer node_id); how many were written."""
+        return await self.links.record(job_id, links)
 
     async def get(self, service_id: str) -> Service | None:
         """One service, or None."""
@@ -239,13 +247,16 @@ class ServiceMap:
             return await _counts_by_state(conn)
 
     async def prune(self, *, not_seen_for: timedelta, now: datetime | None = None) -> int:
-        """Delete services not seen for ``not_seen_for``; return how many went."""
+        """Delete services not seen for ``not_seen_for``, and the peer links not seen for as
+        long; return how many services went (their nodes' links go with them, by trigger)."""
         if not_seen_for <= timedelta(0):
             raise InvalidValue("not_seen_for must be positive", field="not_seen_for")
         async with self._connection() as conn:
             cutoff = (now or await _server_now(conn)) - not_seen_for
             cur = await conn.execute(query("prune_services"), {"cutoff": cutoff})
-            return cur.rowcount
+            removed = cur.rowcount
+            await conn.execute(query("prune_links"), {"cutoff": cutoff})
+            return removed
 
     async def _page_query(
         self,

@@ -49,13 +49,21 @@ async def test_redoc_is_gone_rather_than_blank(client: httpx.AsyncClient) -> Non
 
 def test_the_shipped_assets_are_the_recorded_ones_with_their_licence() -> None:
     record = json.loads((STATIC_DIR / "LICENSES.json").read_text())
-    [package] = record["packages"]
-    assert package["package"] == "swagger-ui-dist"
-    assert package["licence"] == "Apache-2.0"
-    assert package["integrity"].startswith("sha512-")
-    directory = STATIC_DIR / package["directory"]
-    shipped = {path.name for path in directory.iterdir()}
-    assert shipped == set(package["files"])
-    for name, digest in package["files"].items():
-        assert hashlib.sha256((directory / name).read_bytes()).hexdigest() == digest, name
-    assert "Apache License" in (directory / "LICENSE").read_text()
+    packages = {package["package"]: package for package in record["packages"]}
+    assert set(packages) == {"swagger-ui-dist", "graphology", "sigma"}
+    assert packages["swagger-ui-dist"]["licence"] == "Apache-2.0"
+    assert packages["swagger-ui-dist"]["directory"] == "swagger-ui"
+    for package in packages.values():
+        assert package["integrity"].startswith("sha512-")
+        assert package["licence_files"], package["package"]
+        directory = STATIC_DIR / package["directory"]
+        shipped = {path.name for path in directory.iterdir()}
+        assert shipped == set(package["files"])
+        for name, digest in package["files"].items():
+            assert hashlib.sha256((directory / name).read_bytes()).hexdigest() == digest, name
+    assert "Apache License" in (STATIC_DIR / "swagger-ui" / "LICENSE").read_text()
+    for name in ("graphology", "sigma"):
+        assert "MIT" in packages[name]["licence"]
+        assert "Permission is hereby granted" in (
+            STATIC_DIR / "vendor" / name / "LICENSE.txt"
+        ).read_text()

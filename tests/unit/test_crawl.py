@@ -31,6 +31,7 @@ from ronin.discovery.targets import Probe, Sweep
 from ronin.store.models import ServiceFilter, Sighting
 
 PORT = 30437
+NOW = datetime(2026, 12, 1, tzinfo=UTC)
 JOB_ID = uuid.UUID("00000000-0000-4000-8000-000000000011")
 
 
@@ -48,11 +49,14 @@ class FakeJob:
     job_id: uuid.UUID = JOB_ID
     failures: Counter[str] = field(default_factory=Counter)
     recorded: list[Sighting] = field(default_factory=list)
+    links: list[tuple[str, str]] = field(default_factory=list)
     #: (checkpoint, service ids recorded when it was saved) for each progress report.
     saved: list[tuple[dict[str, Any], set[str]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.services = SimpleNamespace(find=self._find)
+        #: A resumed job's earlier attempt wrote services this fake never saw.
+        self.fresh = self.resume is None
 
     async def _find(self, where: ServiceFilter, *, limit: int) -> Any:
         endpoints = self.known.get(where.node_id or "", ())
@@ -70,6 +74,13 @@ class FakeJob:
 
     async def record(self, sightings: Sequence[Sighting]) -> None:
         self.recorded.extend(sightings)
+
+    async def record_links(self, links: Sequence[tuple[str, str]]) -> int:
+        # Written after the services they join: both ends' sightings are recorded already.
+        written = {s.node_id for s in self.recorded}
+        assert not self.fresh or all(source in written and target in written for source, target in links), links
+        self.links.extend(links)
+        return len(links)
 
     def probe_failed(self, reason: str) -> None:
         self.failures[reason] += 1
@@ -200,6 +211,64 @@ async def test_a_cycle_ends_and_no_address_is_fetched_twice() -> None:
     assert job.saved[-1][0]["level"] == 3  # 4 is found at level 3; nothing new after it
 
 
+def node_id_of(net: FakeNet, host: str) -> str:
+    return str(net.descriptors[origin(host)]["node_id"])
+
+
+def links_of(net: FakeNet, edges: Mapping[str, Sequence[str]]) -> set[tuple[str, str]]:
+    return {
+        (node_id_of(net, source), node_id_of(net, target))
+        for source, targets in edges.items()
+        for target in targets
+    }
+
+
+async def test_every_peer_named_is_linked_once_even_to_nodes_already_fetched() -> None:
+    """A cycle: peers already probed (or queued) in the job are linked all the same."""
+    edges = {
+        "127.0.0.1": ["127.0.0.2", "127.0.0.3"],
+        "127.0.0.2": ["127.0.0.3", "127.0.0.1"],
+        "127.0.0.3": ["127.0.0.1", "127.0.0.2", "127.0.0.4"],
+        "127.0.0.4": ["127.0.0.1"],
+    }
+    net = FakeNet(graph(edges))
+    job = FakeJob(params("127.0.0.1/32", 8))
+    await crawl(job, net)
+    assert sorted(job.links) == sorted(links_of(net, edges))
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+async def test_links_stop_at_the_depth_but_the_last_level_links_to_known_nodes(
+    depth: int,
+) -> None:
+    edges = {"127.0.0.1": ["127.0.0.2"], "127.0.0.2": ["127.0.0.3", "127.0.0.1"]}
+    edges["127.0.0.3"] = ["127.0.0.2"]
+    net = FakeNet(graph(edges))
+    job = FakeJob(params("127.0.0.1/32", depth))
+    await crawl(job, net)
+    expected = {
+        1: set(),
+        2: links_of(net, {"127.0.0.1": ["127.0.0.2"], "127.0.0.2": ["127.0.0.1"]}),
+        3: links_of(net, edges),
+    }[depth]
+    assert set(job.links) == expected
+
+
+async def test_a_swept_peer_and_a_did_peer_in_the_map_are_linked() -> None:
+    edges = {"127.0.0.1": ["127.0.0.2"], "127.0.0.2": ["127.0.0.9"], "127.0.0.9": []}
+    descriptors = graph(edges)
+    descriptors[origin("127.0.0.9")]["peers"] = ["did:kos:griot:known", "did:kos:griot:nowhere"]
+    net = FakeNet(descriptors)
+    job = FakeJob(params("127.0.0.0/29", 3), known={"did:kos:griot:known": ["http://127.0.0.5"]})
+    job.recorded.append(
+        Sighting("known-svc", "did:kos:griot:known", "Griot", "http://127.0.0.5", [], NOW)
+    )
+    await crawl(job, net)
+    assert set(job.links) == links_of(net, edges) | {
+        (node_id_of(net, "127.0.0.9"), "did:kos:griot:known")
+    }
+
+
 async def test_a_peer_spelled_differently_is_the_same_node() -> None:
     spellings = [
         "HTTP://127.0.0.2:30437",
@@ -318,6 +387,8 @@ def test_the_checkpoint_round_trip_keeps_every_field() -> None:
         methods={"http://127.0.0.1:30437": "dns_sd"},
         paths={"http://127.0.0.1:30437": "/kos.json"},
         mdns_done=True,
+        node_ids={"http://127.0.0.1:30437": "did:kos:griot:a"},
+        referrers={"http://127.0.0.4:30437": ["did:kos:griot:a"]},
         sweep={"seed": 7, "next": 3, "in_flight": [1], "in_flight_blocks": [], "done": 2},
     )
     assert CrawlState.from_checkpoint(state.to_checkpoint()) == state
@@ -336,6 +407,8 @@ def test_the_checkpoint_round_trip_keeps_every_field() -> None:
         "methods",
         "paths",
         "mdns_done",
+        "node_ids",
+        "referrers",
     }
 
 

@@ -184,6 +184,9 @@ class FakeQueue:
 class FakeServices:
     """A map with nothing in it."""
 
+    async def record_links(self, job_id: str, links: Iterable[tuple[str, str]]) -> int:
+        return 0
+
     async def upsert(self, sightings: Iterable[Sighting]) -> UpsertResult:
         return UpsertResult()
 
