@@ -35,6 +35,9 @@ def cidr_job(network: str) -> dict[str, Any]:
         "target": {"type": "network_cidr", "value": network},
         "protocols": ["http-api"],
         "ports": [KOS_PORT],
+        # Depth 2: every node is found at level 1, and level 2 links each to the peer it names
+        # whatever the order the scan fetched them in.
+        "depth": 2,
     }
 
 
