@@ -16,13 +16,15 @@ from ronin.api import errors
 from ronin.api.auth import may_read
 from ronin.api.cache import ReadCache
 from ronin.api.limits import MAX_BODY_BYTES, BodyLimit
-from ronin.api.routes import changes, descriptor, health, jobs, klf, schedules, services
+from ronin.api.pages.install import install as install_pages
+from ronin.api.routes import changes, descriptor, graph, health, jobs, klf, schedules, services
 from ronin.api.state import NodeState
 from ronin.config import Settings
 from ronin.store.database import Database
 
-#: Swagger UI's files, fetched by scripts/fetch-assets and shipped in the package (LICENSES.json
-#: says which version, under which licence): /docs needs no internet.
+#: Swagger UI's and the dashboard's files, the libraries fetched by scripts/fetch-assets and
+#: shipped in the package (LICENSES.json says which versions, under which licences): /docs and
+#: the dashboard need no internet.
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_PATH = "/static"
 SWAGGER_UI = f"{STATIC_PATH}/swagger-ui"
@@ -68,8 +70,9 @@ def create_app(
         ReadCache, ttl_s=settings.api_cache_s, authorized=may_read(settings.api_tokens)
     )
     app.add_middleware(errors.CatchAll)  # outermost: nothing escapes to the server's log
-    for module in (jobs, services, changes, klf, schedules, health, descriptor):
+    for module in (jobs, services, graph, changes, klf, schedules, health, descriptor):
         app.include_router(module.router)
+    install_pages(app)  # the dashboard, at /
     app.mount(STATIC_PATH, StaticFiles(directory=STATIC_DIR), name="static")
     app.add_api_route("/docs", _docs, include_in_schema=False, response_class=HTMLResponse)
     return app

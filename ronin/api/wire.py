@@ -84,6 +84,89 @@ class ChangePageBody(BaseModel):
     more: bool
 
 
+class GraphNode(BaseModel):
+    """A node as the graph draws it."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: str = Field(description="The node_id (a DID).")
+    class_: str = Field(alias="class", description="Its latest service's node class.")
+    state: State = Field(
+        description="The best of its services' states: alive > suspect > unverified > gone."
+    )
+    services: int
+    capabilities: list[str] = Field(description="Every capability of its services, sorted.")
+    x: float = Field(description="Its stored position, placed once when it first appeared.")
+    y: float
+
+
+class GraphLink(BaseModel):
+    """A peer link: ``source``'s descriptor named ``target`` as a peer."""
+
+    source: str
+    target: str
+    first_seen: datetime
+    last_seen: datetime
+    job_id: str | None = Field(description="The last job that saw it.")
+
+
+class GraphSummary(BaseModel):
+    nodes: int
+    links: int
+    by_state: dict[str, int]
+    by_class: dict[str, int]
+
+
+class GraphBody(BaseModel):
+    """The map as a graph, consistent with the change feed at ``cursor``."""
+
+    cursor: str = Field(description="Follow /v1/changes/stream?since=cursor from here.")
+    summary: GraphSummary
+    nodes: list[GraphNode]
+    links: list[GraphLink] = Field(description="The links between the nodes returned.")
+
+
+class GraphNodesBody(BaseModel):
+    """The nodes asked for that are in the map."""
+
+    nodes: list[GraphNode]
+
+
+class NodeLinkBody(BaseModel):
+    """One link of a node: the node at its other end."""
+
+    node_id: str
+    first_seen: datetime
+    last_seen: datetime
+    job_id: str | None
+
+
+class StateChangeBody(BaseModel):
+    """A state change of one of the node's services (a service_state change of the feed)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    cursor: str
+    at: datetime
+    service_id: str
+    from_: State | None = Field(alias="from")
+    to: State | None
+
+
+class NodeDetail(BaseModel):
+    """One node: its services, its peer links both ways, its services' state history."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    node_id: str
+    class_: str = Field(alias="class")
+    state: State
+    services: list[Service]
+    referred_by: list[NodeLinkBody]
+    refers_to: list[NodeLinkBody]
+    history: list[StateChangeBody] = Field(description="Newest first, at most 100.")
+
+
 class KlfEnvelope(BaseModel):
     """A KLF message (PROTOCOL.md section 5)."""
 
@@ -152,7 +235,7 @@ _REASONS = {
     401: "No token, or an unknown one.",
     403: "A read-only token on a write route, or a target outside the scope policy. "
     "A refused KLF message also carries the KLF TASK_RESPONSE that refuses it.",
-    404: "No such job, service or schedule.",
+    404: "No such job, service, node or schedule.",
     409: "The job already ended.",
     410: "CURSOR_EXPIRED: the cursor is older than the changes kept; `cursor` is the current one.",
     413: "The request body is too large.",

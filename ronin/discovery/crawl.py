@@ -94,6 +94,8 @@ class Crawl:
         self._pending: list[Sighting] = []
         #: Peer links (referrer node_id, peer node_id) to write after the pending sightings.
         self._pending_links: list[tuple[str, str]] = []
+        #: The node_ids fetched in this job so far (the values of ``state.node_ids``).
+        self._fetched = set(self.state.node_ids.values())
         #: Nodes behind swept open ports whose fetch is under way: the sweep's checkpoint
         #: repeats them, so a checkpoint must not count them visited (or probed) yet.
         self._sweeping: set[str] = set()
@@ -331,7 +333,8 @@ class Crawl:
             self.context.probe_failed(reason)
         node_id = result.descriptor.node_id
         state.node_ids[key] = node_id
-        for referrer in state.referrers.pop(key, []):
+        self._fetched.add(node_id)
+        for referrer in state.referrers.pop(key, []) + state.referrers.pop(node_id, []):
             self._link(referrer, node_id)
         if state.level < self.params.depth:
             await self._queue_peers(result.descriptor)
@@ -363,7 +366,9 @@ class Crawl:
                 urls, in_map = await self._known_endpoints(peer)
                 if in_map:
                     self._link(node.node_id, peer)
-                referrer = None if in_map else node.node_id
+                else:  # linked if a node of that DID is fetched in this job
+                    self._refer(node.node_id, peer)
+                referrer = None
             else:
                 urls, referrer = [peer], node.node_id
             for url in urls:
@@ -397,10 +402,14 @@ class Crawl:
         self._refer(referrer, key)
 
     def _refer(self, referrer: str | None, key: str) -> None:
-        """``referrer`` named the node at ``key``: link them, now or once it is fetched."""
+        """``referrer`` named the node at ``key`` (an address's key, or a DID): link them,
+        now or once it is fetched."""
         if referrer is None:
             return
-        found = self.state.node_ids.get(key)
+        if key.startswith("did:"):
+            found = key if key in self._fetched else None
+        else:
+            found = self.state.node_ids.get(key)
         if found is not None:
             self._link(referrer, found)
             return
@@ -409,20 +418,19 @@ class Crawl:
             waiting.append(referrer)
 
     def _link_known_peers(self, node: NodeDescriptor) -> None:
-        """At the last level, peers are not followed: link those this job already knows."""
-        known = set(self.state.node_ids.values())
+        """At the last level, peers are not followed, but linked if this job fetches them
+        anyway (already, or later in this level): no I/O for them."""
+        state = self.state
         for peer in node.peers:
             if peer.startswith("did:"):
-                if peer in known:
-                    self._link(node.node_id, peer)
+                self._refer(node.node_id, peer)
                 continue
             try:
-                key = parse_probe_url(peer).origin
+                target = parse_probe_url(peer)
             except UnsafeUrl:
                 continue
-            found = self.state.node_ids.get(key)
-            if found is not None:
-                self._link(node.node_id, found)
+            if target.origin in state.visited or self._swept(target):
+                self._refer(node.node_id, target.origin)
 
     def _link(self, source: str, target: str) -> None:
         if source != target:

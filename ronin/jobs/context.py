@@ -12,8 +12,8 @@ from dataclasses import replace
 from typing import Any
 
 from ronin.discovery.crawl_state import CrawlReport
-from ronin.errors import DatabaseError
 from ronin.discovery.params import JobParams
+from ronin.errors import DatabaseError
 from ronin.jobs.queue_protocol import AttemptQueue, JobServices
 from ronin.store.job_models import ClaimedJob, JobResult, ReportedConflict
 from ronin.store.models import Sighting, UpsertResult

@@ -26,6 +26,7 @@ from ronin.store.layout import NewNode, Position, place
 from ronin.store.liveness_rules import STATES, State
 from ronin.store.models import canonical_class, checked_states
 from ronin.store.queries import query
+from ronin.store.storable import check_text
 
 Pool = AsyncConnectionPool[psycopg.AsyncConnection[Any]]
 #: A node's state is the best of its services', in this order (index: the SQL's rank).
@@ -44,7 +45,10 @@ class GraphFilter:
     capabilities: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        for capability in self.capabilities:
+            check_text(capability, "capability")
         if self.node_class is not None:
+            check_text(self.node_class, "node_class")
             object.__setattr__(self, "node_class", canonical_class(self.node_class))
         object.__setattr__(self, "states", checked_states(self.states))
         object.__setattr__(self, "capabilities", tuple(dict.fromkeys(self.capabilities)))
@@ -141,9 +145,9 @@ class PeerLinks:
             {
                 "source": source,
                 "target": target,
-                "first_seen": timestamp(first),
-                "last_seen": timestamp(last),
-                "job_id": str(job) if job is not None else None,
+                "first_seen": first,
+                "last_seen": last,
+                "job_id": job,
             }
             for source, target, first, last, job in link_rows
             if source in ids and target in ids

@@ -64,6 +64,7 @@ def test_the_shipped_assets_are_the_recorded_ones_with_their_licence() -> None:
     assert "Apache License" in (STATIC_DIR / "swagger-ui" / "LICENSE").read_text()
     for name in ("graphology", "sigma"):
         assert "MIT" in packages[name]["licence"]
-        assert "Permission is hereby granted" in (
-            STATIC_DIR / "vendor" / name / "LICENSE.txt"
-        ).read_text()
+        assert (
+            "Permission is hereby granted"
+            in (STATIC_DIR / "vendor" / name / "LICENSE.txt").read_text()
+        )

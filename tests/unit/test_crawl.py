@@ -78,7 +78,7 @@ class FakeJob:
     async def record_links(self, links: Sequence[tuple[str, str]]) -> int:
         # Written after the services they join: both ends' sightings are recorded already.
         written = {s.node_id for s in self.recorded}
-        assert not self.fresh or all(source in written and target in written for source, target in links), links
+        assert not self.fresh or all(s in written and t in written for s, t in links), links
         self.links.extend(links)
         return len(links)
 
@@ -252,6 +252,22 @@ async def test_links_stop_at_the_depth_but_the_last_level_links_to_known_nodes(
         3: links_of(net, edges),
     }[depth]
     assert set(job.links) == expected
+
+
+async def test_at_the_last_level_peers_fetched_later_in_it_are_linked_too() -> None:
+    """A sweep at depth 1 follows no peer, but links the swept nodes that name each other,
+    whichever of them was fetched first."""
+    edges = {"127.0.0.1": ["127.0.0.2"], "127.0.0.2": ["127.0.0.1", "127.0.0.3"]}
+    edges |= {"127.0.0.3": ["127.0.0.1", "127.0.0.2", "http://127.0.0.9:30437"]}
+    descriptors = graph(edges)
+    descriptors[origin("127.0.0.1")]["peers"].append(descriptors[origin("127.0.0.3")]["node_id"])
+    net = FakeNet(descriptors)
+    job = FakeJob(params("127.0.0.0/29", 1))
+    await crawl(job, net)
+    assert sorted(job.links) == sorted(
+        links_of(net, {k: [p for p in v if "://" not in p] for k, v in edges.items()})
+        | {(node_id_of(net, "127.0.0.1"), node_id_of(net, "127.0.0.3"))}
+    )
 
 
 async def test_a_swept_peer_and_a_did_peer_in_the_map_are_linked() -> None:

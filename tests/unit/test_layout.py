@@ -3,6 +3,7 @@ referrer, and the same places for the same nodes in the same order."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -64,7 +65,8 @@ def test_a_referred_node_lands_beside_its_placed_referrer() -> None:
     )
     spot = placed["did:kos:musa:x"]
     assert spot.slot is None
-    assert NEAR_MIN - 0.01 <= math.dist((spot.x, spot.y), (referrer.x, referrer.y)) <= NEAR_MAX + 0.01
+    distance = math.dist((spot.x, spot.y), (referrer.x, referrer.y))
+    assert NEAR_MIN - 0.01 <= distance <= NEAR_MAX + 0.01
     assert (spot.x, spot.y) == near(referrer, "did:kos:musa:x")
 
 
@@ -76,7 +78,7 @@ def test_a_chain_of_new_nodes_stays_together_around_the_first_ones_slot() -> Non
     placed = place(list(reversed(chain)), {}, {})
     assert placed[chain[0].node_id].slot == 0
     assert all(placed[n.node_id].slot is None for n in chain[1:])
-    for before, after in zip(chain, chain[1:], strict=False):
+    for before, after in itertools.pairwise(chain):
         a, b = placed[before.node_id], placed[after.node_id]
         assert math.dist((a.x, a.y), (b.x, b.y)) <= NEAR_MAX + 0.01
 

@@ -72,7 +72,7 @@ async def find_services(
         any_capabilities=tuple(any_capability),
         node_class=node_class,
         node_id=node_id,
-        seen_since=_since(seen_since) if seen_since else None,
+        seen_since=parse_since(seen_since) if seen_since else None,
         states=checked_states(service_state),
     )
     page = await state.services.find(where, limit=limit, cursor=cursor)
@@ -109,7 +109,7 @@ async def list_nodes(
     return json_response(NODE_PAGE, page)
 
 
-def _since(text: str) -> datetime:
+def parse_since(text: str) -> datetime:
     """An ISO 8601 time with an offset, or a duration back from now."""
     try:
         moment = datetime.fromisoformat(text)

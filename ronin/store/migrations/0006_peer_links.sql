@@ -40,17 +40,6 @@ CREATE UNIQUE INDEX idx_node_layout_slot ON node_layout (node_class, slot) WHERE
 CREATE INDEX idx_map_changes_node_state ON map_changes (node_id, seq)
     WHERE type = 'service_state';
 
--- The capabilities of several services as one sorted set (a node's, for the graph),
--- tolerating values that are not arrays as ronin_capability_list does.
-CREATE FUNCTION ronin_capability_union(capabilities JSONB[]) RETURNS TEXT[]
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT coalesce(array_agg(DISTINCT element ORDER BY element), '{}')
-    FROM unnest(capabilities) AS held(doc)
-    CROSS JOIN LATERAL jsonb_array_elements_text(
-        CASE WHEN jsonb_typeof(held.doc) = 'array' THEN held.doc ELSE '[]' END
-    ) AS element
-$$;
-
 -- Nodes of node_ids that no longer hold any service: their links (either end) and their
 -- position go. Links are locked in key order, as the writers of links lock them, so that a
 -- cleanup and a job's batch of links cannot deadlock.

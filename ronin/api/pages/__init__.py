@@ -1,0 +1,1 @@
+"""The dashboard: server-rendered HTML pages that a little JavaScript makes live."""
