@@ -1,8 +1,8 @@
 """The real-browser harness: Debian's Chromium driven by Playwright, against ``ronin serve``.
 
-- ``browser``: one headless Chromium for the session (``/usr/bin/chromium``, never a browser
-  Playwright downloads), WebGL in software (SwiftShader) for sigma. Without it the tests fail
-  when ``CI`` is set and are skipped otherwise.
+- ``browser``: one headless Chromium for this package's tests (``/usr/bin/chromium``, never a
+  browser Playwright downloads), WebGL in software (SwiftShader) for sigma. Without it the
+  tests fail when ``CI`` is set and are skipped otherwise.
 - ``page``, ``new_page()``: a fresh context (its own cookies) and page. Every console error and
   uncaught page error fails the test, unless the test itself expects it (``browser_log.expect``)
   or it is in ``BENIGN`` below; every request the browser makes is recorded.
@@ -66,9 +66,14 @@ def browser_available() -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    """One headless Chromium for every browser test."""
+@pytest.fixture(scope="package")
+def browser(template_database: str) -> Iterator[Any]:
+    """One headless Chromium for the browser tests.
+
+    While Playwright's sync API is open, this thread's asyncio loop counts as running, so
+    ``asyncio.run`` fails in it: the template database (migrated with ``asyncio.run``) is made
+    first, and the browser closes with this package, before any other test needs a loop.
+    """
     browser_available()
     from playwright.sync_api import sync_playwright
 
