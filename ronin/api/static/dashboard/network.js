@@ -135,6 +135,7 @@
       hideEdgesOnMove: graph.size > 20000,
     });
     info.firstFrameMs = performance.now(); // the constructor draws the first frame
+    info.renderer = renderer; // for bench/dashboard.py: it pans the camera
     renderer.on("clickNode", function (event) {
       location.href = ronin.nodePath(event.node);
     });
