@@ -19,7 +19,8 @@ opens ``/network`` in a fresh context (empty cache) each time:
 - frames per second while panning: the camera of the page's sigma renderer
   (``window.roninGraph.renderer``) moved on every animation frame for 3 s, frames counted by
   ``requestAnimationFrame``; if the page does not expose its renderer, the mouse drags the
-  canvas instead (said in the output).
+  canvas instead (said in the output). For scale, the software renderer's ceiling is measured
+  too: 1 and 3 stacked viewport-sized WebGL canvases (sigma stacks 3) cleared every frame.
 
 Ronin's own JavaScript is ``ronin/api/static/dashboard/*.js``, gzipped (level 6) one file at
 a time, summed; the vendored libraries are printed beside it, with no goal. Goals: 10,000 nodes
@@ -147,7 +148,8 @@ async (durationMs) => {
       camera.setState({x: start.x + 0.15 * Math.sin(2 * t), y: start.y + 0.15 * Math.cos(2 * t)});
       if (now - t0 < durationMs) { requestAnimationFrame(step); return; }
       camera.setState(start);
-      resolve({frames: frames - 1, elapsedMs: now - t0, worstMs: worst});
+      resolve({frames: frames - 1, elapsedMs: now - t0, worstMs: worst,
+               webgl: Object.keys(renderer.webGLContexts || {}).join(' ')});
     }
     requestAnimationFrame(step);
   });
@@ -167,6 +169,20 @@ STOP_FRAMES = """
 () => { const f = window.__benchFrames; f.on = false;
   return {frames: f.frames - 1, elapsedMs: f.last - f.t0, worstMs: f.worst}; }
 """
+
+#: The software renderer's ceiling: ``count`` viewport-sized WebGL canvases stacked, each
+#: cleared every frame (sigma stacks three: edges, nodes, hovered nodes), nothing drawn.
+CEILING_PAGE = """<!doctype html><body style="margin:0">{canvases}<script>
+const gls = [...document.querySelectorAll('canvas')].map((c) => c.getContext('webgl'));
+window.run = (ms) => new Promise((resolve) => {{ let n = 0, t0 = null;
+  function step(now) {{ if (t0 === null) t0 = now; n += 1;
+    gls.forEach((g, i) => {{ g.clearColor(Math.random(), 0.5, 0.5, i ? 0 : 1);
+                              g.clear(g.COLOR_BUFFER_BIT); }});
+    if (now - t0 < ms) requestAnimationFrame(step); else resolve((n - 1) / ((now - t0) / 1000));
+  }}
+  requestAnimationFrame(step); }});
+</script></body>"""
+CANVAS = '<canvas width={width} height={height} style="position:absolute;left:0;top:0"></canvas>'
 
 
 @dataclass
@@ -272,6 +288,8 @@ async def pan(browser: Any, base: str, seconds: float) -> tuple[float, float, st
         await page.wait_for_timeout(500)  # let the first frames and the event stream settle
         counted = await page.evaluate(PAN_CAMERA, seconds * 1000)
         method = "camera moved every frame"
+        if counted is not None and counted.get("webgl"):
+            method += f"; sigma's WebGL canvases: {counted['webgl']}"
         if counted is None:
             method = "mouse drag (no window.roninGraph.renderer)"
             counted = await drag(page, seconds)
@@ -302,6 +320,20 @@ async def drag(page: Any, seconds: float) -> dict[str, float]:
     await page.mouse.up()
     counted: dict[str, float] = await page.evaluate(STOP_FRAMES)
     return counted
+
+
+async def ceiling(browser: Any, seconds: float) -> dict[int, float]:
+    """Frames per second of 1 and of 3 stacked WebGL canvases cleared every frame."""
+    rates: dict[int, float] = {}
+    for count in (1, 3):
+        page = await browser.new_page(viewport=VIEWPORT)
+        try:
+            canvas = CANVAS.format(width=VIEWPORT["width"], height=VIEWPORT["height"])
+            await page.set_content(CEILING_PAGE.format(canvases=canvas * count))
+            rates[count] = float(await page.evaluate("(ms) => window.run(ms)", seconds * 1000))
+        finally:
+            await page.close()
+    return rates
 
 
 async def graph_alone(base: str) -> tuple[float, float]:
@@ -378,16 +410,26 @@ async def run(quick: bool) -> None:
             )
             say(f"browser: Chromium {browser.version} (SwiftShader WebGL), headless")
             try:
+                rates = await ceiling(browser, pan_s)
+                say(
+                    f"software WebGL ceiling at {VIEWPORT['width']}x{VIEWPORT['height']}, a"
+                    f" canvas cleared every frame: 1 canvas {rates[1]:.1f} frames/s,"
+                    f" 3 stacked (as sigma draws) {rates[3]:.1f} frames/s"
+                )
                 for nodes in sizes:
                     results.append(await measure(server, browser, nodes, warm, pan_s, Path(logs)))
             finally:
                 await browser.close()
-    report(results, own, vendored, quick)
+    report(results, own, vendored, quick, rates)
     say(f"\nwall time: {time.monotonic() - started:.0f} s; {load_average()}")
 
 
 def report(
-    results: list[SizeResult], own: dict[str, float], vendored: dict[str, float], quick: bool
+    results: list[SizeResult],
+    own: dict[str, float],
+    vendored: dict[str, float],
+    quick: bool,
+    rates: dict[int, float],
 ) -> None:
     """The figures, each next to its goal."""
     say("\n== results")
@@ -424,6 +466,10 @@ def report(
                 f" (goal >= {GOAL_FPS:.0f})",
             )
         )
+    say(
+        f"     panning's ceiling here: 3 stacked WebGL canvases doing nothing run at"
+        f" {rates[3]:.1f} frames/s (1 canvas: {rates[1]:.1f}) in software"
+    )
     total = sum(own.values())
     files = ", ".join(f"{name} {kb:.1f}" for name, kb in own.items()) or "none found"
     say(
