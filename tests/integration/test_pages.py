@@ -27,6 +27,7 @@ from tests.integration.api_support import (
     assert_error,
     job_params,
 )
+from tests.integration.map_states_support import set_states
 
 NOW = datetime.now(UTC)
 ORIGIN = "http://ronin.test"  # the test client's base URL: this node's origin
@@ -146,6 +147,27 @@ async def test_every_page_answers_html_with_its_headings_and_the_map(
     assert headings(one)[:3] == [f"Job {job['job_id']}", "Attempts", "Result"]
     assert "network_cidr 127.0.0.1/32" in text_of(one)
     assert f'action="/jobs/{job["job_id"]}/cancel"' in one
+
+
+async def test_a_node_page_shows_its_peers_both_ways_and_its_state_history(
+    client: httpx.AsyncClient, service_map: ServiceMap, db_url: str
+) -> None:
+    job_id = str(uuid.uuid4())
+    await service_map.record_links(
+        job_id, [("did:kos:node:01", "did:kos:node:02"), ("did:kos:node:03", "did:kos:node:01")]
+    )
+    set_states(db_url, {2: "suspect"})
+    html = page(await client.get("/nodes/did:kos:node:01"))
+    referred_by = html[html.index('id="referred-by"') : html.index('id="refers-to"')]
+    refers_to = html[html.index('id="refers-to"') : html.index('id="state-history"')]
+    history = html[html.index('id="state-history"') :]
+    assert 'href="/nodes/did:kos:node:03"' in referred_by
+    assert "did:kos:node:02" not in referred_by
+    assert 'href="/nodes/did:kos:node:02"' in refers_to
+    assert f'href="/jobs/{job_id}"' in refers_to
+    assert "did:kos:service:002" in history
+    assert "state-suspect" in history
+    assert "alive" in text_of(html[: html.index('id="node-services"')])  # its best state
 
 
 async def test_every_page_sets_the_scripts_and_assets_it_names(client: httpx.AsyncClient) -> None:
@@ -361,6 +383,9 @@ async def test_a_form_post_from_elsewhere_is_refused(
     assert (await JobStore(pool).list_jobs()).items == []
     same = {"Sec-Fetch-Site": "same-origin", "Origin": ORIGIN}
     assert (await guarded.post("/jobs", data=form, headers=same)).status_code == 303
+    # Behind a proxy that renames the host, the browser still says same-origin: that decides.
+    proxied = {"Sec-Fetch-Site": "same-origin", "Origin": "https://ronin.example"}
+    assert (await guarded.post("/jobs", data=form, headers=proxied)).status_code == 303
 
 
 async def test_v1_reads_accept_the_cookie_and_writes_do_not(
@@ -398,3 +423,37 @@ async def test_v1_reads_accept_the_cookie_and_writes_do_not(
     )
     guarded.cookies.set("ronin_session", "not-a-token")
     assert_error(await guarded.get("/v1/services"), 401, "UNAUTHENTICATED")
+
+
+async def test_a_bad_address_is_an_error_page_and_a_post_needs_a_session(
+    guarded: httpx.AsyncClient,
+) -> None:
+    form = {"target_type": "network_cidr", "target": "127.0.0.1/32"}
+    answer = await guarded.post("/jobs", data=form, headers=SAME_ORIGIN)
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/login?next=%2Fjobs"
+    await login(guarded, READ_TOKEN)
+    assert "Bad request" in page(await guarded.get("/jobs", params={"status": "bogus"}), 422)
+    assert_error(await guarded.get("/v1/jobs", params={"status": "bogus"}), 422, "INVALID_VALUE")
+
+
+async def test_what_the_map_holds_is_escaped_in_the_pages(
+    client: httpx.AsyncClient, service_map: ServiceMap
+) -> None:
+    hostile = "<script>alert(1)</script>"
+    await service_map.upsert(
+        [
+            Sighting(
+                service_id="did:kos:service:666",
+                node_id="did:kos:node:66",
+                node_class=hostile,
+                endpoint=f"http://127.0.0.66/{hostile}",
+                capabilities=(hostile,),
+                seen_at=NOW,
+            )
+        ]
+    )
+    for path in ("/", "/services", "/nodes/did:kos:node:66", "/network"):
+        html = page(await client.get(path))
+        assert hostile not in html, path
+        assert "&lt;script&gt;" in html, path

@@ -13,6 +13,7 @@ from ronin.api.pages.session import PageRefused, PageSession, require_session
 from ronin.api.routes.services import parse_since
 from ronin.api.state import NodeState, node
 from ronin.errors import InvalidValue
+from ronin.store.links import STATE_ORDER, NodeLinks
 from ronin.store.liveness_rules import STATES
 from ronin.store.models import Service, ServiceFilter, checked_states
 
@@ -104,36 +105,30 @@ async def services(
 
 @dataclass(frozen=True, slots=True)
 class NodeView:
-    """What a node's page shows (the shape of GET /v1/nodes/{node_id})."""
+    """What a node's page shows (what GET /v1/nodes/{node_id} answers)."""
 
     node_id: str
     node_class: str
     state: str
     services: list[Service]
-    referred_by: list[dict[str, Any]]
-    refers_to: list[dict[str, Any]]
-    history: list[dict[str, Any]]
-
-
-#: A node's state: the best of its services', in this order.
-_STATE_ORDER = ("alive", "suspect", "unverified", "gone")
+    links: NodeLinks
 
 
 async def load_node(state: NodeState, node_id: str) -> NodeView | None:
-    """A node of the map with its services in every state; None if it has none."""
+    """A node of the map with its services in every state, its links both ways and its
+    state history; None if no service has that node id."""
     where = ServiceFilter(node_id=node_id, states=STATES)
     page = await state.services.find(where, limit=NODE_SERVICES)
     if not page.items:
         return None
-    best = min((s.state for s in page.items), key=_STATE_ORDER.index)
+    latest = max(page.items, key=lambda s: (s.last_seen, s.service_id))
+    best = min(STATE_ORDER.index(s.state) for s in page.items)
     return NodeView(
         node_id=node_id,
-        node_class=page.items[0].node_class,
-        state=best,
+        node_class=latest.node_class,
+        state=STATE_ORDER[best],
         services=page.items,
-        referred_by=[],
-        refers_to=[],
-        history=[],
+        links=await state.services.links.of_node(node_id),
     )
 
 
@@ -142,10 +137,11 @@ async def node_page(request: Request, node_id: str, state: Node, session: Sessio
     """One node: its services, its state history, who referred it and whom it refers to."""
     if not 1 <= len(node_id) <= 255:
         raise PageRefused(404, "No such node", "a node id has 1 to 255 characters")
+    cursor = await state.node.changes.current()  # before the node: the page misses nothing
     try:
         view = await load_node(state, node_id)
     except InvalidValue as exc:
         raise PageRefused(404, "No such node", exc.message) from None
     if view is None:
         raise PageRefused(404, "No such node", f"no service of the map has node id {node_id}")
-    return render(request, "node.html", node=view)
+    return render(request, "node.html", node=view, cursor=cursor)

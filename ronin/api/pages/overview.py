@@ -28,10 +28,12 @@ async def overview(request: Request, state: Node, session: Session) -> Response:
     summary = await state.services.summary()
     running = await state.jobs.list_jobs(status="running", limit=RUNNING_JOBS)
     recent = await state.jobs.list_jobs(limit=RECENT_JOBS)
+    graph = await state.services.links.graph()  # the nodes' states: the best of their services'
     return render(
         request,
         "overview.html",
         summary=summary,
+        node_states=graph["summary"]["by_state"],
         states=STATES,
         running=running.items,
         recent=recent.items,

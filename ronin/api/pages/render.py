@@ -35,7 +35,7 @@ def _number(value: Any) -> str:
 def _when(value: datetime | None) -> str:
     """A time in UTC to the second, as operators read logs."""
     if value is None:
-        return "-"
+        return "\u2013"  # an en dash, as the tables show a missing value
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 

@@ -154,10 +154,56 @@
     }
   }
 
+  // A node's page: its state, its services' states and its history, from the changes to it.
+  function followNode() {
+    var box = document.getElementById("node");
+    if (!box) return;
+    var id = box.dataset.node;
+    var apply = ronin.coalesce(function () {
+      fetch("/v1/nodes/" + ronin.nodePath(id).slice("/nodes/".length), { credentials: "same-origin" })
+        .then(function (answer) { return answer.ok ? answer.json() : null; })
+        .then(function (node) { if (node) showNode(node); }, function () {});
+    });
+    var query = "?node_id=" + encodeURIComponent(id) + "&since=" + encodeURIComponent(box.dataset.cursor);
+    var source = new EventSource("/v1/changes/stream" + query);
+    ["service_added", "service_changed", "service_state", "service_removed"].forEach(function (type) {
+      source.addEventListener(type, apply);
+    });
+  }
+
+  function badge(state) {
+    return el("span", state, { "class": "state state-" + state });
+  }
+
+  function showNode(node) {
+    document.getElementById("node-state").replaceChildren(badge(node.state));
+    node.services.forEach(function (service) {
+      var row = document.querySelector('tr[data-service="' + CSS.escape(service.service_id) + '"]');
+      var cell = row && row.querySelector(".state");
+      if (cell) cell.replaceWith(badge(service.state));
+    });
+    var history = document.getElementById("state-history");
+    if (!history || !node.history.length) return;
+    var body = history.tBodies[0];
+    body.replaceChildren();
+    node.history.forEach(function (change) {
+      var row = el("tr");
+      row.appendChild(el("td", change.at.replace("T", " ").replace(/\.\d+/, "").replace("Z", " UTC")));
+      row.appendChild(el("td", change.service_id));
+      [change["from"], change.to].forEach(function (state) {
+        var cell = el("td");
+        cell.appendChild(state ? badge(state) : document.createTextNode("\u2013"));
+        row.appendChild(cell);
+      });
+      body.appendChild(row);
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     if (window.EventSource) {
       followJobs();
       followChanges();
+      followNode();
     }
     if (document.body.dataset.page !== "network") ronin.ready();
   });
