@@ -219,7 +219,7 @@ def test_pages_ask_for_a_token_and_a_read_token_cannot_start_a_job(
     screenshot(page, "jobs-read-only")
 
     # The form is not shown; a request made as if it were is refused with the reason.
-    with page.expect_navigation():
+    with page.expect_navigation() as refused:
         page.evaluate(
             """(target) => { const form = document.createElement('form');
             form.method = 'post'; form.action = '/jobs';
@@ -229,8 +229,10 @@ def test_pages_ask_for_a_token_and_a_read_token_cannot_start_a_job(
             document.body.appendChild(form); form.submit(); }""",
             network,
         )
+    assert refused.value is not None
+    assert refused.value.status == 403
     assert "write" in page.inner_text("main")
-    browser_log.expect(r"status of 403")
+    browser_log.expect(r"status of 403")  # Chromium logs the refused navigation
     with httpx.Client(base_url=node.url, headers={"Authorization": f"Bearer {READ}"}) as client:
         assert client.get("/v1/jobs").json()["items"] == []
 

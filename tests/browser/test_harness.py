@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.browser import conftest
 from tests.browser.conftest import BrowserLog, assert_not_blank, wait_ready
 
 #: No favicon request: a 404 for it would be a console error.
@@ -80,3 +81,15 @@ def test_a_blank_picture_is_refused(page: Any, site: str, tmp_path: Path) -> Non
     page.screenshot(path=str(path))
     with pytest.raises(AssertionError, match="colours only"):
         assert_not_blank(path)
+
+
+def test_a_missing_browser_fails_in_ci_and_skips_elsewhere(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(conftest, "CHROMIUM", tmp_path / "no-chromium")
+    monkeypatch.setenv("CI", "1")
+    with pytest.raises(pytest.fail.Exception, match="CI is set"):
+        conftest.browser_available()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="apt-get install chromium"):
+        conftest.browser_available()
