@@ -237,7 +237,7 @@ def test_pages_ask_for_a_token_and_a_read_token_cannot_start_a_job(
     with httpx.Client(base_url=node.url, headers={"Authorization": f"Bearer {READ}"}) as client:
         assert client.get("/v1/jobs").json()["items"] == []
 
-    # A write token may start one, from the form.
+    # A write token may start one, from the form, and cancel it from its page.
     write_page = new_page()
     write_page.goto(f"{node.url}/login")
     write_page.fill("#token", WRITE)
@@ -248,6 +248,15 @@ def test_pages_ask_for_a_token_and_a_read_token_cannot_start_a_job(
     with write_page.expect_navigation():
         write_page.click("#start-form button[type=submit]")
     assert urlsplit(write_page.url).path.startswith("/jobs/")
+    wait_ready(write_page)
+    status = write_page.locator("#job-status .progress")
+    assert status.get_attribute("data-status") == "pending"  # no job slot: it waits
+    with write_page.expect_navigation():
+        write_page.click("#cancel-form button[type=submit]")
+    wait_ready(write_page)
+    assert status.get_attribute("data-status") == "failed"  # a cancelled job fails, so:
+    assert "cancelled" in write_page.inner_text("#job-facts")
+    screenshot(write_page, "job-cancelled")
 
     assert browser_log.requests
     leaked = [url for url in browser_log.requests if READ in url or WRITE in url]
