@@ -14,8 +14,9 @@ opens ``/network`` in a fresh context (empty cache) each time:
 - the first load, when the server places every node (``node_layout`` is empty: positions are
   computed once, on the first request that sees a node), then 3 warm loads (``--quick``: 2);
 - time to interactive (``window.roninGraph.readyMs``, when ``body[data-ready="1"]`` is set) and
-  to the first drawn frame (``firstFrameMs``), both ``performance.now()`` from navigation start;
-  and, for scale, ``GET /v1/graph`` alone (its time and gzipped size);
+  to the first drawn frame (``firstFrameMs``: sigma's constructor draws synchronously), both
+  ``performance.now()`` from navigation start, and when the page had received ``/v1/graph``
+  (Resource Timing); for scale, ``GET /v1/graph`` alone (its time and gzipped size);
 - frames per second while panning: the camera of the page's sigma renderer
   (``window.roninGraph.renderer``) moved on every animation frame for 3 s, frames counted by
   ``requestAnimationFrame``; if the page does not expose its renderer, the mouse drags the
@@ -193,6 +194,8 @@ class Load:
     first_frame_ms: float
     nodes: int
     links: int
+    #: When the page had received /v1/graph (Resource Timing's responseEnd).
+    graph_ms: float
 
 
 @dataclass
@@ -261,8 +264,10 @@ async def load_network(browser: Any, base: str) -> Load:
         except Exception as exc:
             raise BenchError(f"/network never became ready ({exc}); page errors: {errors}") from exc
         graph = await page.evaluate(
-            "() => { const g = window.roninGraph || {}; return {readyMs: g.readyMs,"
-            " firstFrameMs: g.firstFrameMs, nodes: g.nodes, links: g.links}; }"
+            "() => { const g = window.roninGraph || {}; const json = performance"
+            ".getEntriesByType('resource').find((e) => new URL(e.name).pathname === '/v1/graph');"
+            " return {readyMs: g.readyMs, firstFrameMs: g.firstFrameMs, nodes: g.nodes,"
+            " links: g.links, graphMs: json ? json.responseEnd : null}; }"
         )
         if graph["readyMs"] is None or graph["firstFrameMs"] is None:
             raise BenchError(f"window.roninGraph has no readyMs/firstFrameMs: {graph}")
@@ -271,6 +276,7 @@ async def load_network(browser: Any, base: str) -> Load:
             float(graph["firstFrameMs"]),
             int(graph["nodes"] or 0),
             int(graph["links"] or 0),
+            float(graph["graphMs"] or 0.0),
         )
     finally:
         await context.close()
@@ -365,7 +371,8 @@ async def measure(
             result.cold = await load_network(browser, base)
             say(
                 f"  first load (positions placed): interactive {result.cold.ready_ms:,.0f} ms,"
-                f" first frame {result.cold.first_frame_ms:,.0f} ms,"
+                f" first frame {result.cold.first_frame_ms:,.0f} ms (/v1/graph received at"
+                f" {result.cold.graph_ms:,.0f} ms),"
                 f" {result.cold.nodes:,} nodes and {result.cold.links:,} links drawn"
             )
             if result.cold.nodes != nodes:
@@ -375,7 +382,8 @@ async def measure(
                 result.warm.append(load)
                 say(
                     f"  warm load {index + 1}: interactive {load.ready_ms:,.0f} ms,"
-                    f" first frame {load.first_frame_ms:,.0f} ms"
+                    f" first frame {load.first_frame_ms:,.0f} ms (/v1/graph received at"
+                    f" {load.graph_ms:,.0f} ms)"
                 )
             result.graph_ms, result.graph_gz_kb = await graph_alone(base)
             say(
