@@ -131,11 +131,14 @@ class PeerLinks:
         """The graph as ``GET /v1/graph`` answers it: the cursor it is consistent with, a
         summary, the nodes (each placed) and the links between them."""
         async with pooled_connection(self._pool) as conn:
+            # Cursors for what has just committed (migration 0005), so the snapshot's cursor
+            # covers every change it shows.
+            await conn.execute(query("sequence_changes"), {"wait": False})
             async with conn.transaction():
                 await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 head = await conn.execute(query("change_head"))
                 head_row = await head.fetchone()
-                assert head_row is not None  # migration 0005 inserts the one horizon row
+                assert head_row is not None  # migration 0005 inserts the one head row
                 rows = await _node_rows(conn, where, None)
                 cur = await conn.execute(query("graph_links"))
                 link_rows = await cur.fetchall()
@@ -189,6 +192,7 @@ class PeerLinks:
             for direction, other, first, last, job in await cur.fetchall():
                 end = LinkEnd(other, first, last, str(job) if job is not None else None)
                 (referred_by if direction == "in" else refers_to).append(end)
+            await conn.execute(query("sequence_changes"), {"wait": False})  # the newest too
             cur = await conn.execute(query("node_history"), {"node_id": node_id, "limit": history})
             changes = [
                 StateChange(format_cursor(int(seq)), at, service_id, from_state, to_state)
