@@ -127,9 +127,10 @@ class GraphBody(BaseModel):
 
 
 class GraphNodesBody(BaseModel):
-    """The nodes asked for that are in the map."""
+    """The nodes asked for that are in the map, and the links with an end among them."""
 
     nodes: list[GraphNode]
+    links: list[GraphLink]
 
 
 class NodeLinkBody(BaseModel):

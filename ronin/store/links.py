@@ -172,16 +172,30 @@ class PeerLinks:
             "links": links,
         }
 
-    async def nodes(self, ids: Sequence[str]) -> list[dict[str, Any]]:
-        """The nodes named (those in the map), as the graph shows them, placed if new."""
+    async def nodes(self, ids: Sequence[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The nodes named (those in the map), as the graph shows them, placed if new, and
+        every link with an end among them (the page draws those whose other end it has)."""
         wanted = list(dict.fromkeys(ids))
         if len(wanted) > MAX_IDS:
             raise InvalidValue(f"at most {MAX_IDS} ids at once", field="ids")
         if not wanted:
-            return []
+            return [], []
         async with pooled_connection(self._pool) as conn:
             rows = await _node_rows(conn, EVERY_NODE, wanted)
-            return await self._placed(conn, rows)
+            nodes = await self._placed(conn, rows)
+            cur = await conn.execute(query("links_touching"), {"ids": wanted})
+            link_rows = await cur.fetchall()
+        links = [
+            {
+                "source": source,
+                "target": target,
+                "first_seen": first,
+                "last_seen": last,
+                "job_id": job,
+            }
+            for source, target, first, last, job in link_rows
+        ]
+        return nodes, links
 
     async def of_node(self, node_id: str, *, history: int = MAX_HISTORY) -> NodeLinks:
         """A node's links both ways and its services' last ``history`` state changes."""

@@ -11,7 +11,6 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 import httpx
-import pytest
 
 from ronin.beacon import KOS_PORT
 from tests.acceptance.serve_support import Process
@@ -301,11 +300,6 @@ def test_the_network_page_follows_new_nodes_finds_one_and_opens_a_clicked_one(
         wait_ready(page)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="network.js fetches new nodes live (/v1/graph/nodes) but not their links: the links "
-    "of nodes found after the page opened show only after a reload",
-)
 def test_links_of_nodes_found_after_the_page_opened_are_drawn_live(
     page: Any, served_node: Serve
 ) -> None:

@@ -148,6 +148,9 @@ async def test_positions_are_stored_once_and_new_nodes_land_beside_their_referre
     assert set(nodes) == {newcomer, nid(1)}
     assert set(nodes[newcomer]) == NODE_KEYS
     assert (nodes[nid(1)]["x"], nodes[nid(1)]["y"]) == first[nid(1)]
+    links = {(link["source"], link["target"]) for link in answer.json()["links"]}
+    assert (nid(3), newcomer) in links  # the page draws a newcomer's links with it
+    assert all(newcomer in pair or nid(1) in pair for pair in links)
     spot = (nodes[newcomer]["x"], nodes[newcomer]["y"])
     assert math.dist(spot, first[nid(3)]) <= NEAR_MAX + 0.01
     full = {n["id"]: (n["x"], n["y"]) for n in (await graph(client))["nodes"]}
@@ -158,7 +161,7 @@ async def test_at_most_200_ids_are_asked_at_once(client: httpx.AsyncClient) -> N
     ids = [f"did:kos:node:{i}" for i in range(201)]
     assert_error(await client.get("/v1/graph/nodes", params={"ids": ids}), 422, "INVALID_VALUE")
     answer = await client.get("/v1/graph/nodes")
-    assert answer.json() == {"nodes": []}
+    assert answer.json() == {"nodes": [], "links": []}
 
 
 async def test_a_node_shows_its_services_links_both_ways_and_state_history(

@@ -68,11 +68,12 @@ async def graph(
     "/v1/graph/nodes", response_model=GraphNodesBody, responses=error_responses(401, 422, 503)
 )
 async def graph_nodes(state: Node, ids: Ids = []) -> Response:  # noqa: B006
-    """The nodes named that are in the map, as the graph shows them (a new one is placed)."""
+    """The nodes named that are in the map, as the graph shows them (a new one is placed),
+    and the links with an end among them."""
     for node_id in ids:
         check_text(node_id, "ids")
-    nodes = await state.services.links.nodes([i for i in ids if len(i) <= 255])
-    return _json({"nodes": nodes})
+    nodes, links = await state.services.links.nodes([i for i in ids if len(i) <= 255])
+    return _json({"nodes": nodes, "links": links})
 
 
 @router.get(

@@ -64,6 +64,16 @@ SELECT source_node, target_node,
        job_id::text
 FROM node_links
 
+-- name: links_touching
+-- The links with one end among the nodes asked for (both directions have an index), for a
+-- page adding those nodes live; times formatted as graph_links formats them.
+SELECT source_node, target_node,
+       to_char(first_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+       to_char(last_seen AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+       job_id::text
+FROM node_links
+WHERE source_node = ANY (%(ids)s::text[]) OR target_node = ANY (%(ids)s::text[])
+
 -- name: links_of
 -- A node's links both ways: who named it (direction 'in') and whom it named ('out').
 SELECT 'in' AS direction, source_node AS node_id, first_seen, last_seen, job_id

@@ -199,8 +199,14 @@
   // says their state and places a new one) and drawn.
   function follow(cursor) {
     var source = new EventSource("/v1/changes/stream?since=" + encodeURIComponent(cursor));
-    var apply = ronin.coalesce(function (ids) {
+    var again = ronin.coalesce(function (ids) {
       refetch(Array.from(new Set(ids)));
+    });
+    var apply = ronin.coalesce(function (ids) {
+      var unique = Array.from(new Set(ids));
+      refetch(unique);
+      // A job writes a batch's links just after its services: ask once more for those.
+      setTimeout(function () { unique.forEach(again); }, 2000);
     });
     ["service_added", "service_changed", "service_state", "service_removed"].forEach(function (type) {
       source.addEventListener(type, function (event) {
@@ -230,6 +236,7 @@
             asked.forEach(function (id) {
               if (!got[id] && graph.hasNode(id)) graph.dropNode(id); // no service left
             });
+            answer.links.forEach(link);
             summarise();
           };
         })(chunk),
