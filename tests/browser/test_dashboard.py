@@ -85,6 +85,12 @@ def test_every_page_loads_ready_with_no_console_error(
             open_ready(page, node.url + path)
             assert page.title(), name
             screenshot(page, name)
+        # A narrow window: long DIDs and endpoints wrap, no page is wider than the window.
+        page.set_viewport_size({"width": 800, "height": 900})
+        for name, path in pages.items():
+            open_ready(page, node.url + path)
+            width = page.evaluate("() => document.documentElement.scrollWidth")
+            assert width <= 800, (name, width)
         # The node page is the fleet's first node's, with its peers both ways (a ring).
         open_ready(page, node.url + pages["node"])
         assert fleet.fleet[0].node_id in page.inner_text("h1")
