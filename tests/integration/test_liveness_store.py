@@ -120,7 +120,9 @@ async def test_existing_services_are_backfilled_alive_with_their_nodes_due(
                        NULL, now())"""
         )
         applied = await migrate(conn)
-        assert [m.version for m in applied] == [4]
+        assert [m.version for m in applied] == [
+            m.version for m in load_migrations() if m.version >= 4
+        ]
         cur = await conn.execute(
             "SELECT service_id, state, misses FROM service_liveness ORDER BY 1"
         )

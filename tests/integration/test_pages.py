@@ -29,7 +29,6 @@ from tests.integration.api_support import (
 )
 from tests.integration.map_states_support import set_states
 
-NOW = datetime.now(UTC)
 ORIGIN = "http://ronin.test"  # the test client's base URL: this node's origin
 SAME_ORIGIN = {"Origin": ORIGIN}
 
@@ -41,24 +40,27 @@ def sighting(number: int, node: int, node_class: str, *capabilities: str) -> Sig
         node_class=node_class,
         endpoint=f"http://127.0.0.{node}:30437/klf",
         capabilities=capabilities,
-        seen_at=NOW - timedelta(minutes=number),
+        # From the time the test runs, not the time the module was imported: a "seen within"
+        # filter must find the same services late in a long run.
+        seen_at=datetime.now(UTC) - timedelta(minutes=number),
         metadata={"discovery_method": "http_probe", "response_time_ms": 12.4},
     )
 
 
-MAP = [
-    sighting(1, 1, "Griot", "story.tell", "klf"),
-    sighting(2, 1, "Griot", "story.archive"),
-    sighting(3, 2, "Tohunga", "heal", "klf"),
-    sighting(4, 3, "Musa", "music.play", "klf"),
-    sighting(5, 3, "Musa", "music.play"),
-]
+def the_map() -> list[Sighting]:
+    return [
+        sighting(1, 1, "Griot", "story.tell", "klf"),
+        sighting(2, 1, "Griot", "story.archive"),
+        sighting(3, 2, "Tohunga", "heal", "klf"),
+        sighting(4, 3, "Musa", "music.play", "klf"),
+        sighting(5, 3, "Musa", "music.play"),
+    ]
 
 
 @pytest.fixture
 async def client(db_url: str, pool: AsyncConnectionPool[Any], service_map: ServiceMap) -> Any:
     """The pages of a node without tokens (loopback only: nothing to log in to)."""
-    await service_map.upsert(MAP)
+    await service_map.upsert(the_map())
     async with api_client(db_url, pool) as opened:
         yield opened
 
@@ -66,7 +68,7 @@ async def client(db_url: str, pool: AsyncConnectionPool[Any], service_map: Servi
 @pytest.fixture
 async def guarded(db_url: str, pool: AsyncConnectionPool[Any], service_map: ServiceMap) -> Any:
     """The pages of a node with a read and a write token."""
-    await service_map.upsert(MAP)
+    await service_map.upsert(the_map())
     async with api_client(db_url, pool, api_tokens=TOKENS) as opened:
         yield opened
 
@@ -449,7 +451,7 @@ async def test_what_the_map_holds_is_escaped_in_the_pages(
                 node_class=hostile,
                 endpoint=f"http://127.0.0.66/{hostile}",
                 capabilities=(hostile,),
-                seen_at=NOW,
+                seen_at=datetime.now(UTC),
             )
         ]
     )
