@@ -292,13 +292,10 @@ async def pan(browser: Any, base: str, seconds: float) -> tuple[float, float, st
             'body[data-ready="1"]', state="attached", timeout=READY_TIMEOUT_MS
         )
         await page.wait_for_timeout(500)  # let the first frames and the event stream settle
-        counted = await page.evaluate(PAN_CAMERA, seconds * 1000)
-        method = "camera moved every frame"
-        if counted is not None and counted.get("webgl"):
-            method += f"; sigma's WebGL canvases: {counted['webgl']}"
-        if counted is None:
-            method = "mouse drag (no window.roninGraph.renderer)"
-            counted = await drag(page, seconds)
+        # As a user pans: dragging the canvas with the mouse (sigma knows the picture is moving,
+        # so a large one hides its links meanwhile, as the page asks).
+        method = "the canvas dragged with the mouse"
+        counted = await drag(page, seconds)
         fps = counted["frames"] / (counted["elapsedMs"] / 1000) if counted["elapsedMs"] else 0.0
         return fps, float(counted["worstMs"]), method
     finally:

@@ -132,7 +132,10 @@
       nodeReducer: nodeReducer,
       zIndex: true,
       labelRenderedSizeThreshold: 8,
-      hideEdgesOnMove: graph.size > 20000,
+      // While the picture is dragged or zoomed, a large one drops its links and labels until
+      // it stops: on a machine drawing WebGL in software that doubles the frame rate.
+      hideEdgesOnMove: graph.order > 1000,
+      hideLabelsOnMove: graph.order > 1000,
     });
     info.firstFrameMs = performance.now(); // the constructor draws the first frame
     info.renderer = renderer; // for bench/dashboard.py: it pans the camera
