@@ -44,14 +44,17 @@ def serve(tmp_path: Path, db_url: str, **env: str) -> AbstractContextManager[Pro
 
 
 def log(db_url: str) -> list[tuple[str, str, str]]:
-    """The change log, (cursor, type, service_id) in cursor order."""
+    """The change log, (cursor, type, service_id) in cursor order (every change numbered)."""
     with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("SELECT ronin_changes_sequence(true)")
         rows = conn.execute("SELECT seq, type, service_id FROM map_changes ORDER BY seq").fetchall()
     return [(f"{seq:016d}", kind, service_id) for seq, kind, service_id in rows]
 
 
 def head(db_url: str) -> str:
+    """The newest cursor, once every committed change has one (a sequencing pass first)."""
     with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("SELECT ronin_changes_sequence(true)")
         row = conn.execute("SELECT coalesce(max(seq), 0) FROM map_changes").fetchone()
     assert row is not None
     return f"{row[0]:016d}"
@@ -515,6 +518,7 @@ def selected(service: dict[str, Any], node_id: str, where: list[tuple[str, str]]
 
 def filtered_log(db_url: str, where: list[tuple[str, str]]) -> list[str]:
     with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("SELECT ronin_changes_sequence(true)")
         rows = conn.execute("SELECT seq, node_id, service FROM map_changes ORDER BY seq").fetchall()
     return [f"{seq:016d}" for seq, node_id, service in rows if selected(service, node_id, where)]
 

@@ -339,3 +339,34 @@ async def test_ending_the_streams_ends_a_stream_waiting_for_changes(
         await asyncio.wait_for(consuming, 10)  # ended, not waiting an hour for a heartbeat
     assert received == []
     assert hub.streams == 0
+
+
+async def test_a_filtered_stream_beats_while_other_services_keep_changing(
+    db_url: str, feed: ChangeFeed
+) -> None:
+    # Its filter matches nothing that is written: without a heartbeat on a clock of its own,
+    # the stream would say nothing for as long as the others change.
+    async with ChangeHub(feed, db_url, poll_s=0.2, coalesce_s=0.0) as hub:
+        stop = asyncio.Event()
+
+        async def write() -> None:
+            n = 0
+            while not stop.is_set():
+                await execute(db_url, insert_sql(f"busy:{n}"))
+                n += 1
+
+        writing = asyncio.create_task(write())
+        beats: list[Heartbeat] = []
+        stream = hub.follow(None, ChangeFilter(node_id="did:kos:nobody"), heartbeat_s=0.3)
+        try:
+            async with asyncio.timeout(60):  # a bound, not a measurement
+                async for item in stream:
+                    assert isinstance(item, Heartbeat)  # nothing it asked for
+                    beats.append(item)
+                    if len(beats) == 3:
+                        break
+        finally:
+            stop.set()
+            await writing
+            await stream.aclose()
+    assert int(beats[0].cursor) < int(beats[2].cursor)  # others changed all along
