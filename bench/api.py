@@ -47,6 +47,7 @@ from bench.harness import (
     load_average,
     log_tail,
     ronin_env,
+    run_benchmark,
     say,
     scratch_database,
     server_facts,
@@ -471,15 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print("error: wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 1
-    try:
-        asyncio.run(run(size))
-    except BenchError as exc:
-        print(f"error: the benchmark could not run: {exc}", file=sys.stderr)
-        return 1
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("interrupted: everything started was stopped and removed", file=sys.stderr)
-        return 130
-    return 0
+    return run_benchmark(run(size))
 
 
 if __name__ == "__main__":

@@ -69,6 +69,7 @@ from bench.harness import (
     log_tail,
     percentile,
     ronin_env,
+    run_benchmark,
     say,
     scratch_database,
     server_facts,
@@ -644,15 +645,7 @@ def parse_size(argv: list[str]) -> tuple[Size, str]:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; exit 0 unless it could not run."""
     size, which = parse_size(sys.argv[1:] if argv is None else argv)
-    try:
-        asyncio.run(run(size, which))
-    except (BenchError, psycopg.Error, OSError) as exc:
-        print(f"error: the benchmark could not run: {exc}", file=sys.stderr)
-        return 1
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("interrupted: everything started was stopped and removed", file=sys.stderr)
-        return 130
-    return 0
+    return run_benchmark(run(size, which), psycopg.Error, OSError)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ becomes ready, a page that draws fewer nodes than the map holds).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gzip
 import platform
 import statistics
@@ -56,29 +55,15 @@ from bench.harness import (
     fetch_value,
     load_average,
     ronin_env,
+    run_benchmark,
     say,
     scratch_database,
     server_facts,
     server_url,
     verdict_line,
 )
+from tests.support.chromium import CHROMIUM, LAUNCH_ARGS, VIEWPORT
 
-CHROMIUM = Path("/usr/bin/chromium")
-#: The browser tests' flags (tests/browser/conftest.py): no sandbox, nothing Chromium would
-#: fetch on its own, WebGL in SwiftShader. Playwright gives each launch a fresh profile.
-LAUNCH_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu-sandbox",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader",
-]
-VIEWPORT = {"width": 1280, "height": 800}
 FULL_SIZES = (1_000, 10_000)
 QUICK_SIZES = (1_000,)
 WARM_LOADS, QUICK_WARM_LOADS = 3, 2
@@ -498,15 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     if not CHROMIUM.exists():
         print(f"error: {CHROMIUM} is missing: apt-get install chromium", file=sys.stderr)
         return 1
-    try:
-        asyncio.run(run(bool(args.quick)))
-    except (BenchError, psycopg.Error, OSError, httpx.HTTPError) as exc:
-        print(f"error: the benchmark could not run: {exc}", file=sys.stderr)
-        return 1
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("interrupted: everything started was stopped and removed", file=sys.stderr)
-        return 130
-    return 0
+    return run_benchmark(run(bool(args.quick)), psycopg.Error, OSError, httpx.HTTPError)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,10 @@ import resource
 import secrets
 import shutil
 import signal
+import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,20 @@ class BenchError(Exception):
 
 
 # --- Output ----------------------------------------------------------------------------------
+
+
+def run_benchmark(benchmark: Coroutine[Any, Any, None], *errors: type[Exception]) -> int:
+    """Run ``benchmark`` as a command does: 0; 1, said, if it could not run (``BenchError``
+    or one of ``errors``); 130 if interrupted (what it started is stopped by then)."""
+    try:
+        asyncio.run(benchmark)
+    except (BenchError, *errors) as exc:
+        print(f"error: the benchmark could not run: {exc}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("interrupted: everything started was stopped and removed", file=sys.stderr)
+        return 130
+    return 0
 
 
 def say(message: str = "") -> None:

@@ -36,10 +36,10 @@ from typing import Any
 
 from bench.harness import (
     MIB,
-    BenchError,
     fetch_row,
     load_average,
     ronin_env,
+    run_benchmark,
     say,
     server_url,
     verdict,
@@ -578,15 +578,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="a small size (what CI runs)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        asyncio.run(run(args.quick))
-    except BenchError as exc:
-        print(f"error: the benchmark could not run: {exc}", file=sys.stderr)
-        return 1
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("interrupted: everything started was stopped and removed", file=sys.stderr)
-        return 130
-    return 0
+    return run_benchmark(run(args.quick))
 
 
 if __name__ == "__main__":

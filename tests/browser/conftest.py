@@ -26,24 +26,8 @@ from PIL import Image
 
 from tests.acceptance import serve_support
 from tests.acceptance.serve_support import Process
+from tests.support.chromium import CHROMIUM, LAUNCH_ARGS, VIEWPORT
 
-CHROMIUM = Path("/usr/bin/chromium")
-#: No sandbox (the tests run as root), no connection Chromium would make on its own (this
-#: machine's closed network refuses them), WebGL in software. Playwright gives every launch a
-#: fresh temporary user data dir of its own.
-LAUNCH_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu-sandbox",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader",
-]
-VIEWPORT = {"width": 1280, "height": 800}
 #: How long any one Playwright step may wait (a page load, a selector).
 STEP_TIMEOUT_MS = 20_000
 ROOT = Path(__file__).resolve().parents[2]
