@@ -269,10 +269,10 @@ class Crawl:
             return
         rank = (1, TARGET_PHASE, probe.position)  # the seeded walk's order
         self._sweeping.add(key)
-        try:
-            await self._probe(url, discovery_method="http_probe", rank=rank)
-        finally:
-            self._sweeping.discard(key)
+        await self._probe(url, discovery_method="http_probe", rank=rank)
+        # Not on failure: a probe that raised stays out of every later checkpoint's visited
+        # (its position stays in the sweep's in-flight list), so a resumed attempt repeats it.
+        self._sweeping.discard(key)
 
     async def _peer_level(self, phase: int = MDNS_PHASE) -> None:
         state = self.state
@@ -477,8 +477,15 @@ class Crawl:
             batch, self._pending = self._pending, []
             links, self._pending_links = self._pending_links, []
             self._last_flush = time.monotonic()
-            if batch:
-                await self.context.record(batch)
+            try:
+                if batch:
+                    await self.context.record(batch)
+            except BaseException:
+                # Back in the buffer: the next report's flush writes them before its
+                # checkpoint (which counts their nodes done) is saved, or fails with them.
+                self._pending[:0] = batch
+                self._pending_links[:0] = links
+                raise
             if links:
                 await self.context.record_links(links)
 

@@ -62,16 +62,30 @@ class SweepStage:
         report: Callable[[], Awaitable[None]],
     ) -> None:
         """Sweep to the end, ``on_open`` each open port (``concurrency`` at a time); a failed
-        report (a lost lease) stops the sweep."""
+        report (a lost lease) or a failed ``on_open`` stops the sweep.
+
+        A probe whose ``on_open`` did not return stays in flight, so every later checkpoint
+        repeats it rather than count it done with nothing written.
+        """
         fetches: set[asyncio.Task[None]] = set()
+        failures: list[BaseException] = []
         slots = asyncio.Semaphore(self.concurrency)
 
         async def fetch(probe: Probe) -> None:
             try:
                 await on_open(probe)
-            finally:
+            except Exception as exc:
+                failures.append(exc)
+                raise
+            else:
                 self.sweep.finished(probe)
+            finally:
                 slots.release()
+
+        def settled(task: asyncio.Task[None]) -> None:
+            fetches.discard(task)
+            if not task.cancelled():
+                task.exception()  # kept in ``failures``; retrieved here so none is logged
 
         ticker = asyncio.create_task(_report_every(report, REPORT_INTERVAL_S), name="progress")
         try:
@@ -84,10 +98,12 @@ class SweepStage:
             ):
                 if ticker.done():
                     ticker.result()  # a lost lease stops the sweep here
+                if failures:
+                    raise failures[0]
                 await slots.acquire()
                 task = asyncio.create_task(fetch(probe))
                 fetches.add(task)
-                task.add_done_callback(fetches.discard)
+                task.add_done_callback(settled)
             if fetches:
                 await asyncio.gather(*fetches)
         finally:

@@ -594,3 +594,80 @@ async def test_a_checkpoint_is_saved_only_after_a_batch_in_flight_is_written() -
     [(checkpoint, recorded)] = job.saved
     assert origin("127.0.0.1") in checkpoint["visited"]
     assert services_of(FakeNet(descriptors), "127.0.0.1") <= recorded
+
+
+async def test_a_batch_that_failed_to_be_written_is_written_before_the_next_checkpoint() -> None:
+    """A probe's flush that fails (the database away for a moment) keeps its batch: the next
+    report writes it before saving a checkpoint that counts its nodes done, or saves nothing."""
+    attempts: list[int] = []
+
+    class FlakyJob(FakeJob):
+        async def record(self, sightings: Sequence[Sighting]) -> None:
+            attempts.append(len(sightings))
+            if len(attempts) == 1:
+                raise RuntimeError("the database went away")
+            await super().record(sightings)
+
+    descriptors = graph({"127.0.0.1": []})
+    job = FlakyJob(params("127.0.0.0/29", 1))
+    options = DiscoveryOptions(policy=ScopePolicy.default(), concurrency=1, rate=None)
+    crawler = Crawl(cast(Any, job), options)
+    found = await FakeNet(descriptors).fetch(origin("127.0.0.1") + "/.well-known/kos-node")
+    assert isinstance(found, Fetched)
+    sightings = observe(
+        found, discovery_method="http_probe", job_id=JOB_ID, rank=(1, 0, 0), seen_at=NOW
+    ).sightings
+    crawler._pending.extend(sightings)
+    crawler.state.visited.add(origin("127.0.0.1"))
+
+    with pytest.raises(RuntimeError):
+        await crawler._flush()
+    assert job.saved == []
+    assert job.recorded == []
+    await crawler._report(force=True)
+
+    assert attempts == [len(sightings), len(sightings)]
+    [(checkpoint, recorded)] = job.saved
+    assert origin("127.0.0.1") in checkpoint["visited"]
+    assert services_of(FakeNet(descriptors), "127.0.0.1") <= recorded
+
+
+async def test_a_swept_node_whose_probe_raised_is_repeated_by_the_resumed_attempt() -> None:
+    """A probe that raises stops the sweep, and no checkpoint taken meanwhile counts that
+    node done: the attempt that resumes from it fetches the node again."""
+    descriptors = graph({"127.0.0.1": [], "127.0.0.2": [], "127.0.0.3": []})
+    net = FakeNet(descriptors)
+    plain_fetch, plain_source = net.fetch, net.open_ports()
+
+    async def failing_fetch(url: str) -> Fetched | Failed:
+        if parse_probe_url(url).origin == origin("127.0.0.2"):
+            raise RuntimeError("a bug in a probe")
+        return await plain_fetch(url)
+
+    async def source(sweep: Sweep, **kwargs: Any) -> AsyncIterator[Probe]:
+        async for probe in plain_source(sweep, **kwargs):
+            yield probe
+            if probe.address == "127.0.0.2":
+                for _ in range(5):
+                    await asyncio.sleep(0)  # its fetch fails meanwhile
+                await crawler._report(force=True)  # a report between the failure and the stop
+
+    job = FakeJob(params("127.0.0.0/29", 1))
+    options = DiscoveryOptions(
+        policy=ScopePolicy.default(),
+        concurrency=4,
+        rate=None,
+        fetch=failing_fetch,
+        open_ports=source,
+    )
+    crawler = Crawl(cast(Any, job), options)
+    with pytest.raises(RuntimeError):
+        await crawler.run()
+    checkpoint = job.saved[-1][0]
+    assert origin("127.0.0.2") not in checkpoint["visited"]
+
+    again = FakeNet(descriptors)
+    rerun = FakeJob(params("127.0.0.0/29", 1), resume=checkpoint)
+    await crawl(rerun, again)
+    assert again.calls[origin("127.0.0.2")] == 1
+    assert services_of(net, "127.0.0.2") <= rerun.service_ids()
