@@ -25,6 +25,7 @@ import socket
 import struct
 import time
 from collections import Counter, deque
+from collections.abc import Iterator
 from itertools import chain
 
 from ronin.discovery.connect_sweep import close_reason
@@ -88,21 +89,8 @@ def syn_sweep_block(
     if first is None:
         return block, [], {}
     with _Prober(route_source(first[1]), ports, timeout_s) as prober:
-        answers, monotonic = prober.answers, time.monotonic
-        started, count = monotonic(), 0
-        for position, address, port in chain((first,), targets):
-            if per_second:
-                count += 1
-                while (ahead := started + count / per_second - monotonic()) > 0:
-                    prober.wait(ahead)
-            prober.send(position, address, port)
-            if prober.unread >= _READ_EVERY or len(answers.pending) >= max_in_flight:
-                prober.read()
-                while len(answers.pending) >= max_in_flight:
-                    prober.wait(timeout_s)
-        while answers.pending:
-            prober.wait(timeout_s)
-    return block, answers.opened, answers.counts()
+        prober.sweep(chain((first,), targets), max_in_flight=max_in_flight, per_second=per_second)
+    return block, prober.answers.opened, prober.answers.counts()
 
 
 def route_source(address: int) -> int:
@@ -265,7 +253,6 @@ class _Prober:
         self._buffer = bytearray(_SNAP)
         self._poller = select.poll()
         self._poller.register(self.sock.fileno(), select.POLLIN)
-        self.unread = 0
         self._drain()  # what came before the filter did
 
     def __enter__(self) -> _Prober:
@@ -279,45 +266,76 @@ class _Prober:
             self.sock.close()
         self._reserved.close()
 
-    def send(self, position: int, address: int, port: int) -> None:
-        """The SYN of one probe; a send the kernel refuses settles the probe at once."""
+    def sweep(
+        self,
+        targets: Iterator[tuple[int, int, int]],
+        *,
+        max_in_flight: int,
+        per_second: float | None,
+    ) -> None:
+        """Send the SYN of every target (in this one loop: the per-probe path of the sweep),
+        read the answers every few sends, and wait until each is answered or timed out."""
         assert self.sock is not None
-        digest = self._key.copy()
-        digest.update(_PROBE_KEY.pack(address, port))
-        seq = int.from_bytes(digest.digest(), "big")
-        segment = syn_segment(self._base, self.source_port, address, port, seq)
-        try:
-            self.sock.sendto(segment, (_text(address), 0))
-        except OSError as exc:
-            if exc.errno in (errno.EAGAIN, errno.ENOBUFS):
-                time.sleep(0.001)  # the queue is full: a moment, then once more
-                self.send(position, address, port)
-                return
-            self.answers.closed[close_reason(exc.errno or 0)] += 1
-            return
-        entry = (position, seq)
-        key = address << 16 | port
-        self.answers.pending[key] = entry
-        self._deadlines.append((time.monotonic() + self.timeout_s, key, entry))
-        self.unread += 1
+        sendto, new_digest, pack_key = self.sock.sendto, self._key.copy, _PROBE_KEY.pack
+        base, source_port, timeout_s = self._base, self.source_port, self.timeout_s
+        pending, deadlines, monotonic = self.answers.pending, self._deadlines, time.monotonic
+        from_bytes, text = int.from_bytes, socket.inet_ntoa
+        started, count, unread = monotonic(), 0, 0
+        for position, address, port in targets:
+            if per_second:
+                count += 1
+                while (ahead := started + count / per_second - monotonic()) > 0:
+                    self.wait(ahead)
+            digest = new_digest()
+            digest.update(pack_key(address, port))
+            seq = from_bytes(digest.digest(), "big")
+            segment = syn_segment(base, source_port, address, port, seq)
+            destination = (text(address.to_bytes(4, "big")), 0)
+            try:
+                sendto(segment, destination)
+            except OSError as exc:
+                if not self._send_again(segment, destination, exc):
+                    continue
+            key = address << 16 | port
+            entry = (position, seq)
+            pending[key] = entry
+            deadlines.append((monotonic() + timeout_s, key, entry))
+            unread += 1
+            if unread >= _READ_EVERY or len(pending) >= max_in_flight:
+                unread = 0
+                self._drain()
+                while len(pending) >= max_in_flight:
+                    self.wait(timeout_s)
+        while pending:
+            self.wait(timeout_s)
 
-    def read(self) -> None:
-        """Take every answer queued so far."""
-        self.unread = 0
-        self._drain()
+    def _send_again(self, segment: bytes, destination: tuple[str, int], error: OSError) -> bool:
+        """A send the kernel refused: once more after a moment if its queue was full (True
+        once sent); otherwise the probe is closed for the reason the kernel gave."""
+        assert self.sock is not None
+        if error.errno in (errno.EAGAIN, errno.ENOBUFS):
+            time.sleep(0.001)
+            try:
+                self.sock.sendto(segment, destination)
+            except OSError as again:
+                error = again
+            else:
+                return True
+        self.answers.closed[close_reason(error.errno or 0)] += 1
+        return False
 
     def wait(self, limit_s: float) -> None:
         """Take the answers that come within ``limit_s`` (or until the next deadline), then
         count the probes whose deadline has passed as timed out."""
         pending, deadlines = self.answers.pending, self._deadlines
-        self.read()
+        self._drain()
         while deadlines and pending.get(deadlines[0][1]) is not deadlines[0][2]:
             deadlines.popleft()  # answered already
         if not deadlines:
             return
         wait_s = min(limit_s, deadlines[0][0] - time.monotonic())
         if wait_s > 0 and self._poller.poll(wait_s * 1000):
-            self.read()
+            self._drain()
         now = time.monotonic()
         while deadlines and deadlines[0][0] <= now:
             _, key, entry = deadlines.popleft()
