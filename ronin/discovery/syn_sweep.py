@@ -49,9 +49,9 @@ _SYN_HEADER = struct.Struct("!HHIIBBHHH")
 _PROBE_KEY = struct.Struct("!IH")
 
 NO_PERMISSION = (
-    "RONIN_SWEEP_METHOD=syn needs raw sockets: run Ronin as root or give its Python "
-    "CAP_NET_RAW (setcap cap_net_raw+ep $(readlink -f $(which python3))), "
-    "or set RONIN_SWEEP_METHOD=auto or connect"
+    "RONIN_SWEEP_METHOD=syn needs raw sockets (CAP_NET_RAW): run Ronin as root, or grant its "
+    'Python the capability (sudo setcap cap_net_raw+ep "$(readlink -f "$(which python3)")"), '
+    "or set RONIN_SWEEP_METHOD=connect (or auto: SYNs only where allowed)"
 )
 
 
@@ -125,9 +125,15 @@ def syn_segment(base: int, source_port: int, address: int, port: int, seq: int) 
 
 def tcp_checksum(source: int, destination: int, segment: bytes) -> int:
     """The ones' complement sum of the pseudo-header and ``segment``: 0xFFFF when the
-    segment's own checksum is right (RFC 793), its checksum when that field holds zero."""
-    data = struct.pack("!IIBBH", source, destination, 0, socket.IPPROTO_TCP, len(segment))
-    data += segment + b"\0" * (len(segment) % 2)
+    segment's own checksum is right (RFC 793), its checksum's complement when that field
+    holds zero."""
+    pseudo = struct.pack("!IIBBH", source, destination, 0, socket.IPPROTO_TCP, len(segment))
+    return ones_sum(pseudo + segment)
+
+
+def ones_sum(data: bytes) -> int:
+    """The 16-bit ones' complement sum of ``data`` (RFC 1071), an odd byte padded with zero."""
+    data += b"\0" * (len(data) % 2)
     total = int(sum(struct.unpack(f"!{len(data) // 2}H", data)))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
