@@ -38,6 +38,10 @@ DEFAULT_CHANGES_HEARTBEAT_S = 15.0
 
 
 Scope = Literal["read", "write"]
+#: How a network sweep asks "is the port open?" (RONIN_SWEEP_METHOD).
+SweepMethod = Literal["auto", "connect", "syn"]
+SWEEP_METHODS: tuple[SweepMethod, ...] = ("auto", "connect", "syn")
+DEFAULT_SWEEP_METHOD: SweepMethod = "connect"
 MIN_TOKEN_CHARS = 16
 _TOKEN = re.compile(r"^[A-Za-z0-9._~+/=-]+$")
 _DID = re.compile(r"^did:[a-z0-9]+:[A-Za-z0-9._:%-]+$")
@@ -113,6 +117,8 @@ class Settings:
     changes_retention: timedelta = DEFAULT_CHANGES_RETENTION
     #: A change stream with nothing to send sends a heartbeat this often (at most 15 s).
     changes_heartbeat_s: float = DEFAULT_CHANGES_HEARTBEAT_S
+    #: Connects, raw SYNs (CAP_NET_RAW, IPv4), or SYNs where allowed (RONIN_SWEEP_METHOD).
+    sweep_method: SweepMethod = DEFAULT_SWEEP_METHOD
 
     @property
     def embedded(self) -> bool:
@@ -168,6 +174,7 @@ class Settings:
                 env, "RONIN_CHANGES_RETENTION_S", defaults.changes_retention
             ),
             changes_heartbeat_s=_heartbeat(env, defaults.changes_heartbeat_s),
+            sweep_method=_sweep_method(env, defaults.sweep_method),
         )
 
 
@@ -273,6 +280,16 @@ def _fraction(env: Mapping[str, str], name: str, default: float) -> float:
         raise InvalidValue(
             f"{name} must be a fraction between 0 and 1 (exclusive), not {env[name]!r}",
             field=name,
+        )
+    return value
+
+
+def _sweep_method(env: Mapping[str, str], default: SweepMethod) -> SweepMethod:
+    name = "RONIN_SWEEP_METHOD"
+    value = env.get(name, "").strip().lower() or default
+    if value not in SWEEP_METHODS:
+        raise InvalidValue(
+            f"{name} must be one of {', '.join(SWEEP_METHODS)}, not {env[name]!r}", field=name
         )
     return value
 

@@ -7,6 +7,7 @@ Runs in a child process, so it takes and returns only plain values.
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import ctypes
 import ctypes.util
@@ -16,7 +17,7 @@ import select
 import signal
 import socket
 import time
-from collections import Counter
+from collections import Counter, deque
 
 from ronin.discovery.targets import Sweep
 
@@ -45,71 +46,133 @@ def sweep_block(
     """Connect to every probe of ``block``; return the block, its open positions and the
     closed ones counted by reason (refused, timeout, unreachable, error)."""
     sweep = Sweep(ipaddress.ip_network(network), ports, seed)
-    poller = select.epoll()
-    pending: dict[int, tuple[socket.socket, int, float]] = {}
-    opened: list[int] = []
-    closed: Counter[str] = Counter()
-    started, count = time.monotonic(), 0
+    v6 = sweep.network.version == 6
+    to_text = _v6_text if v6 else _v4_text
+    connects = _Connects(socket.AF_INET6 if v6 else socket.AF_INET, timeout_s)
+    pending, monotonic = connects.pending, time.monotonic
+    started, count = monotonic(), 0
     try:
-        for probe in sweep.probes_between(*block):
+        for position, address, port in sweep.targets_between(*block):
             if per_second:
                 count += 1
                 # Hold back until this probe's turn, settling connects meanwhile.
-                while (ahead := started + count / per_second - time.monotonic()) > 0:
-                    _wait(poller, pending, opened, closed, ahead)
-            family = socket.AF_INET6 if ":" in probe.address else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sock.setblocking(False)
-            result = sock.connect_ex((probe.address, probe.port))
-            if result in _IN_PROGRESS:
-                pending[sock.fileno()] = (sock, probe.position, time.monotonic() + timeout_s)
-                poller.register(sock.fileno(), select.EPOLLOUT)
-            else:
-                _settle(sock, probe.position, result, opened, closed)
+                while (ahead := started + count / per_second - monotonic()) > 0:
+                    connects.wait(ahead)
+            connects.start(position, (to_text(address), port))
             while len(pending) >= max_in_flight:
-                _wait(poller, pending, opened, closed, timeout_s)
+                connects.wait(timeout_s)
         while pending:
-            _wait(poller, pending, opened, closed, timeout_s)
+            connects.wait(timeout_s)
     finally:
-        for sock, _, _ in pending.values():
-            sock.close()
-        poller.close()
-    return block, opened, dict(closed)
+        connects.close()
+    return block, connects.opened, dict(connects.closed)
 
 
-def _wait(
-    poller: select.epoll,
-    pending: dict[int, tuple[socket.socket, int, float]],
-    opened: list[int],
-    closed: Counter[str],
-    limit_s: float,
-) -> None:
-    """Settle the connects that completed (or timed out) within ``limit_s``."""
-    now = time.monotonic()
-    soonest = min((deadline for _, _, deadline in pending.values()), default=now + limit_s)
-    for fd, _ in poller.poll(max(0.0, min(limit_s, soonest - now))):
-        sock, position, _ = pending.pop(fd)
-        poller.unregister(fd)
-        _settle(sock, position, sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR), opened, closed)
-    now = time.monotonic()
-    for fd in [fd for fd, (_, _, deadline) in pending.items() if deadline <= now]:
-        sock, _, _ = pending.pop(fd)
-        poller.unregister(fd)
+def _v4_text(address: int) -> str:
+    return socket.inet_ntoa(address.to_bytes(4, "big"))
+
+
+def _v6_text(address: int) -> str:
+    return socket.inet_ntop(socket.AF_INET6, address.to_bytes(16, "big"))
+
+
+#: A connect in flight: its socket, the probe's position, the probe's (address, port).
+_Entry = tuple[_socket.socket, int, tuple[str, int]]
+
+
+class _Connects:
+    """The connects of one block in flight, about two system calls a refused probe.
+
+    A socket whose connect was refused is used again: on Linux a second ``connect`` of a
+    socket epoll reported returns how the first ended (0 when it connected, its errno when
+    not: no ``getsockopt``) and resets a failed one, which then connects anew: no
+    ``socket``, ``close`` or ``epoll_ctl`` per probe. Sockets are registered once,
+    edge-triggered, so a spare one between probes never wakes the poll twice. Deadlines
+    come in send order: the soonest is the head of a queue (entries settled since stay in
+    it until they reach the head).
+    """
+
+    def __init__(self, family: int, timeout_s: float) -> None:
+        self.family = family
+        self.timeout_s = timeout_s
+        self.poller = select.epoll()
+        self.pending: dict[int, _Entry] = {}
+        self.deadlines: deque[tuple[float, int, _Entry]] = deque()
+        self.spare: list[_socket.socket] = []
+        self.opened: list[int] = []
+        self.closed: Counter[str] = Counter()
+
+    def start(self, position: int, target: tuple[str, int]) -> None:
+        """Send the connect of one probe."""
+        reused = bool(self.spare)
+        sock = self.spare.pop() if reused else self._new_socket()
+        result = sock.connect_ex(target)
+        if result in _IN_PROGRESS:
+            entry = (sock, position, target)
+            fd = sock.fileno()
+            self.pending[fd] = entry
+            self.deadlines.append((time.monotonic() + self.timeout_s, fd, entry))
+            return
         sock.close()
-        closed["timeout"] += 1
+        if reused and result != 0:
+            self.start(position, target)  # a spare socket that would not connect: a fresh one
+        elif result == 0:
+            self.opened.append(position)
+        else:
+            self.closed[close_reason(result)] += 1
+
+    def wait(self, limit_s: float) -> None:
+        """Settle the connects that completed (or timed out) within ``limit_s``."""
+        pending, deadlines = self.pending, self.deadlines
+        while deadlines and pending.get(deadlines[0][1]) is not deadlines[0][2]:
+            deadlines.popleft()  # settled already
+        wait_s = min(limit_s, deadlines[0][0] - time.monotonic()) if deadlines else limit_s
+        for fd, _ in self.poller.poll(max(0.0, wait_s)):
+            entry = pending.get(fd)
+            if entry is None:
+                continue  # a spare socket's reset
+            sock, position, target = entry
+            result = sock.connect_ex(target)  # how it ended; never sends: it is connecting
+            if result in _IN_PROGRESS:
+                continue  # an earlier probe's reset, reported late
+            del pending[fd]
+            if result in (0, errno.EISCONN):
+                sock.close()
+                self.opened.append(position)
+            else:
+                self.spare.append(sock)
+                self.closed[close_reason(result)] += 1
+        now = time.monotonic()
+        while deadlines and deadlines[0][0] <= now:
+            _, fd, entry = deadlines.popleft()
+            if pending.get(fd) is entry:
+                del pending[fd]
+                entry[0].close()
+                self.closed["timeout"] += 1
+
+    def close(self) -> None:
+        for sock, _, _ in self.pending.values():
+            sock.close()
+        for sock in self.spare:
+            sock.close()
+        self.poller.close()
+
+    def _new_socket(self) -> _socket.socket:
+        # The C type: no Python-level __init__ or close per socket.
+        sock = _socket.socket(self.family, _STREAM)
+        self.poller.register(sock.fileno(), select.EPOLLOUT | select.EPOLLET)
+        return sock
 
 
-def _settle(
-    sock: socket.socket, position: int, error: int, opened: list[int], closed: Counter[str]
-) -> None:
-    sock.close()
-    if error == 0:
-        opened.append(position)
-    elif error == errno.ECONNREFUSED:
-        closed["refused"] += 1
-    elif error in (errno.EHOSTUNREACH, errno.ENETUNREACH):
-        closed["unreachable"] += 1
-    elif error == errno.ETIMEDOUT:
-        closed["timeout"] += 1
-    else:
-        closed["error"] += 1
+_STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
+
+
+def close_reason(error: int) -> str:
+    """Why a probe is closed, from the errno its connect failed with."""
+    if error == errno.ECONNREFUSED:
+        return "refused"
+    if error in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return "unreachable"
+    if error == errno.ETIMEDOUT:
+        return "timeout"
+    return "error"

@@ -16,7 +16,9 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 
-from ronin.discovery.connect_sweep import die_with_parent, sweep_block
+from ronin.config import DEFAULT_SWEEP_METHOD, SweepMethod
+from ronin.discovery.connect_sweep import die_with_parent
+from ronin.discovery.sweep_methods import block_function
 from ronin.discovery.targets import Probe, Sweep
 
 DEFAULT_CONNECT_TIMEOUT_S = 1.0
@@ -74,9 +76,11 @@ async def open_ports(
     rate: RateLimit,
     connect_timeout_s: float,
     on_closed: Callable[[str, int], None],
+    method: SweepMethod = DEFAULT_SWEEP_METHOD,
 ) -> AsyncIterator[Probe]:
     """Yield the probes whose port is open; closed ones are counted by reason and marked
-    finished. Large sweeps run in sweep processes, one per core; small ones in this loop."""
+    finished. Large sweeps run in sweep processes, one per core, by ``method``
+    (RONIN_SWEEP_METHOD); small ones connect from this loop."""
     if sweep.size >= PROCESS_SWEEP_MIN_PROBES:
         source = _open_ports_in_processes(
             sweep,
@@ -84,6 +88,7 @@ async def open_ports(
             per_second=rate.per_second,
             connect_timeout_s=connect_timeout_s,
             on_closed=on_closed,
+            method=method,
         )
     else:
         source = _open_ports_in_loop(
@@ -104,8 +109,10 @@ async def _open_ports_in_processes(
     per_second: float | None,
     connect_timeout_s: float,
     on_closed: Callable[[str, int], None],
+    method: SweepMethod = DEFAULT_SWEEP_METHOD,
 ) -> AsyncIterator[Probe]:
     """Blocks of the sweep, handed to one process per core, at most two blocks each queued."""
+    sweep_block = block_function(method, sweep.network.version)  # before any process starts
     for probe in sweep.replayed():
         yield probe  # open ports a previous attempt had found but not yet fetched
     processes = max(1, min(os.cpu_count() or 1, MAX_SWEEP_PROCESSES))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from ronin.config import Settings
 from ronin.discovery import dns_sd
 from ronin.discovery.crawl import DiscoveryOptions, run_discovery
@@ -9,6 +11,7 @@ from ronin.discovery.crawl_state import CrawlReport
 from ronin.discovery.http_probe import tls_context
 from ronin.discovery.params import DEFAULT_CONCURRENCY, DEFAULT_RATE
 from ronin.discovery.policy import ScopePolicy
+from ronin.discovery.sweep import open_ports
 from ronin.jobs.context import JobContext
 from ronin.jobs.executor import Executor
 
@@ -30,6 +33,7 @@ def discovery_executor(settings: Settings) -> Executor:
             peers=settings.peers,
             dns=dns,
             mdns_interfaces=settings.mdns_interfaces,
+            open_ports=partial(open_ports, method=settings.sweep_method),
         )
         return await run_discovery(context, options)
 

@@ -99,6 +99,18 @@ def veth_namespace() -> Iterator[VethNamespace]:
         _ip_quietly("netns", "del", link.name)
 
 
+def free_ipv4_network(prefix: int) -> ipaddress.IPv4Network:
+    """A random network of 10.0.0.0/8 with ``prefix`` that no address or route here overlaps:
+    a test routes it into a namespace of its own."""
+    taken = [network for network in _networks_in_use() if network.version == 4]
+    for _ in range(_ATTEMPTS):
+        base = int(ipaddress.IPv4Address("10.0.0.0")) + secrets.randbelow(1 << 24)
+        network = ipaddress.IPv4Network((base >> (32 - prefix) << (32 - prefix), prefix))
+        if not any(network.overlaps(other) for other in taken):
+            return network
+    raise RuntimeError(f"no free /{prefix} in 10.0.0.0/8")
+
+
 def _free_networks() -> tuple[ipaddress.IPv4Network, ipaddress.IPv6Network]:
     """A random 10.x.y.z/30 and fdxx::/64 that no address or route on this machine overlaps."""
     taken = _networks_in_use()

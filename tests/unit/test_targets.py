@@ -109,3 +109,18 @@ def test_a_sweep_in_blocks_resumes_its_unfinished_blocks_and_open_probes() -> No
     done = {(p.address, p.port) for p in swept} - set(again)
     assert set(rest).isdisjoint(done)
     assert set(rest) | done | set(again) == everything
+
+
+@pytest.mark.parametrize(
+    ("network", "ports"),
+    [("10.0.0.0/22", (30437,)), ("10.0.0.0/30", (1, 2, 3)), ("fd00::/118", (80, 443))],
+)
+def test_targets_between_are_the_probes_between_in_their_order(
+    network: str, ports: tuple[int, ...]
+) -> None:
+    sweep = Sweep(ipaddress.ip_network(network), ports, seed=99)
+    for block in [(0, 7), (5, 300), (0, sweep._permutation.domain)]:
+        assert [
+            (position, str(ipaddress.ip_address(address)), port)
+            for position, address, port in sweep.targets_between(*block)
+        ] == [(p.position, p.address, p.port) for p in sweep.probes_between(*block)]
