@@ -1,11 +1,20 @@
 """Benchmark the map at scale: loads, re-sightings, first pages and counts, next to plain SQL.
 
-Usage: ``python -m bench.map [--rows N] [--queries Q] [--seed S]`` from the repository root.
+Usage: ``python -m bench.map [--rows N] [--queries Q] [--seed S] [--keep NAME]`` from the
+repository root.
 
 Two scratch databases are created on ``RONIN_DATABASE_URL`` (or on an embedded server of the
 benchmark's own) and dropped at the end: "ronin", migrated and written through ``ServiceMap``,
 and "baseline", the bare seed schema, written and queried the obvious way. The command exits 0
 whether or not a goal is met and prints PASS or MISS for each goal.
+
+``--keep NAME`` keeps the two databases (``ronin_bench_map_NAME_ronin`` and ``..._baseline``)
+after the run, and a later run with the same NAME, ``--rows`` and ``--seed`` reuses them: it
+skips the loads (and their figures) and goes straight to the queries, so queries can be
+iterated on at 1,000,000 services without loading for minutes each time. Without
+``RONIN_DATABASE_URL`` the embedded server then lives in ``$TMPDIR/ronin-bench-map-kept``
+(stopped at exit, its data kept); a run with another NAME/size/seed replaces them. Drop them
+with ``psql -c 'DROP DATABASE ...'`` or delete that directory.
 """
 
 from __future__ import annotations
@@ -19,17 +28,21 @@ import math
 import os
 import platform
 import random
+import re
 import statistics
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
@@ -46,10 +59,13 @@ from bench.harness import (
     verdict_line,
 )
 from ronin.discovery.descriptor import CANONICAL_CLASSES
+from ronin.store.embedded import start_embedded
+from ronin.store.migrate import migrate
 from ronin.store.models import ServiceFilter, Sighting, UpsertResult
 from ronin.store.services import ServiceMap
 
 SEED_SCHEMA = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "seed_schema.sql"
+KEPT_DATA_DIR = Path(tempfile.gettempdir()) / "ronin-bench-map-kept"
 
 NODE_CLASSES = CANONICAL_CLASSES
 VOCABULARY = tuple(f"cap.{rank:03d}" for rank in range(200))
@@ -585,17 +601,13 @@ async def plans(
 
 
 async def run(args: argparse.Namespace, server: str, origin: str) -> None:
-    """Create the scratch databases, benchmark, print; the databases go even on error."""
+    """Create (or reuse) the databases, benchmark, print; scratch ones go even on error."""
     say(f"machine: {len(os.sched_getaffinity(0))} CPUs (nproc), {platform.platform()}")
     say(f"server: {await server_facts(server)} [{origin}]")
     say(f"rows={args.rows:,} queries={args.queries:,} seed={args.seed}")
-    seed_sql = seed_schema_text()
-    async with (
-        scratch_database(server, "ronin_bench_map_ronin") as ronin_url,
-        scratch_database(server, "ronin_bench_map_baseline", migrated=False) as baseline_url,
-    ):
-        urls = {"ronin": ronin_url, "baseline": baseline_url}
-        await create_baseline_schema(urls["baseline"], seed_sql)
+    async with bench_databases(server, args) as (urls, loaded):
+        if not loaded:
+            await create_baseline_schema(urls["baseline"], seed_schema_text())
         pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
             urls["ronin"], min_size=STREAMS, max_size=STREAMS, open=False, name="bench"
         )
@@ -603,34 +615,77 @@ async def run(args: argparse.Namespace, server: str, origin: str) -> None:
         try:
             service_map = ServiceMap(pool, freshness_window=FRESHNESS_WINDOW)
             started = time.perf_counter()
-            await benchmark(args, service_map, urls)
+            await benchmark(args, service_map, urls, loaded=loaded)
             say(f"wall time of the benchmark: {time.perf_counter() - started:,.0f} s")
         finally:
             await pool.close()
+        if args.keep:
+            await mark_loaded(server, urls, args)
+
+
+def kept_names(keep: str) -> dict[str, str]:
+    """The databases ``--keep NAME`` keeps."""
+    return {side: f"ronin_bench_map_{keep}_{side}" for side in ("ronin", "baseline")}
+
+
+def kept_mark(args: argparse.Namespace) -> str:
+    """What a kept database says of its contents once loaded (its comment)."""
+    return f"bench.map rows={args.rows} seed={args.seed} loaded"
+
+
+@asynccontextmanager
+async def bench_databases(
+    server: str, args: argparse.Namespace
+) -> AsyncIterator[tuple[dict[str, str], bool]]:
+    """The two databases' URLs and whether they are already loaded: scratch ones (dropped on
+    the way out), or with ``--keep`` the kept ones, reused when loaded with these rows."""
+    if not args.keep:
+        async with (
+            scratch_database(server, "ronin_bench_map_ronin") as ronin_url,
+            scratch_database(server, "ronin_bench_map_baseline", migrated=False) as base_url,
+        ):
+            yield {"ronin": ronin_url, "baseline": base_url}, False
+        return
+    names = kept_names(args.keep)
+    async with await connect(server) as conn:
+        cur = await conn.execute(
+            "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database"
+            " WHERE datname = ANY (%s)",
+            [list(names.values())],
+        )
+        marks = dict(await cur.fetchall())
+        loaded = all(marks.get(name) == kept_mark(args) for name in names.values())
+        if not loaded:
+            for name in names.values():
+                drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+                await conn.execute(drop.format(sql.Identifier(name)))
+                await conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    urls = {side: make_conninfo(server, dbname=name) for side, name in names.items()}
+    if loaded:
+        say(f"reusing the loaded databases {', '.join(names.values())} (--keep {args.keep})")
+    else:
+        say(f"keeping the databases {', '.join(names.values())} (--keep {args.keep})")
+        async with await connect(urls["ronin"]) as conn:
+            await migrate(conn)
+    yield urls, loaded
+
+
+async def mark_loaded(server: str, urls: dict[str, str], args: argparse.Namespace) -> None:
+    """Mark the kept databases as loaded, for the next run with the same NAME to reuse."""
+    async with await connect(server) as conn:
+        for name in kept_names(args.keep).values():
+            comment = sql.SQL("COMMENT ON DATABASE {} IS {}")
+            await conn.execute(comment.format(sql.Identifier(name), sql.Literal(kept_mark(args))))
 
 
 async def benchmark(
-    args: argparse.Namespace, service_map: ServiceMap, urls: dict[str, str]
+    args: argparse.Namespace, service_map: ServiceMap, urls: dict[str, str], *, loaded: bool
 ) -> None:
     """Every phase, in order, then the table."""
     report = Report(queries=args.queries)
-    rows, seed = args.rows, args.seed
-    first_seen = datetime.now(UTC) - timedelta(hours=1)
-    say("loading: COPY into baseline ...")
-    report.loads.append(await copy_rows(urls["baseline"], seed, rows, first_seen))
-    say("loading: Ronin first load ...")
-    await ronin_first_load(service_map, seed, rows, first_seen, report)
-    say("loading: Ronin re-sighting ...")
-    await ronin_resighting(service_map, seed, rows, first_seen + timedelta(minutes=10), report)
-    naive_rows = min(NAIVE_MAX_ROWS, rows)
-    say(f"loading: naive INSERT .. ON CONFLICT of {naive_rows:,} rows into baseline ...")
-    naive = await naive_upserts(
-        urls["baseline"], seed, naive_rows, first_seen + timedelta(minutes=20)
-    )
-    report.loads.append(naive)
-    for label, url in urls.items():
-        say(f"VACUUM ANALYZE {label}: {await vacuum_analyze(url):.1f} s")
-    picks = await pick_capabilities(urls["baseline"], rows)
+    if not loaded:
+        await load(args, service_map, urls, report)
+    picks = await pick_capabilities(urls["baseline"], args.rows)
     async with await connect(urls["baseline"]) as base:
         for case in cases(picks):
             say(f"querying: {case.label.strip()} ...")
@@ -648,19 +703,44 @@ async def benchmark(
     print_report(report)
 
 
+async def load(
+    args: argparse.Namespace, service_map: ServiceMap, urls: dict[str, str], report: Report
+) -> None:
+    """Both databases loaded, each the way it would be, and analysed."""
+    rows, seed = args.rows, args.seed
+    first_seen = datetime.now(UTC) - timedelta(hours=1)
+    say("loading: COPY into baseline ...")
+    report.loads.append(await copy_rows(urls["baseline"], seed, rows, first_seen))
+    say("loading: Ronin first load ...")
+    await ronin_first_load(service_map, seed, rows, first_seen, report)
+    say("loading: Ronin re-sighting ...")
+    await ronin_resighting(service_map, seed, rows, first_seen + timedelta(minutes=10), report)
+    naive_rows = min(NAIVE_MAX_ROWS, rows)
+    say(f"loading: naive INSERT .. ON CONFLICT of {naive_rows:,} rows into baseline ...")
+    naive = await naive_upserts(
+        urls["baseline"], seed, naive_rows, first_seen + timedelta(minutes=20)
+    )
+    report.loads.append(naive)
+    for label, url in urls.items():
+        say(f"VACUUM ANALYZE {label}: {await vacuum_analyze(url):.1f} s")
+
+
 # --- The table -------------------------------------------------------------------------------
 
 
 def print_report(report: Report) -> None:
     """The final table: loads, first pages, counts, goals, peak RSS."""
-    copy_rate = report.loads[0].rate
     print()
-    print(f"{'load':<40}{'rows':>11}{'seconds':>10}{'rows/s':>11}{'x COPY':>9}")
-    for load in report.loads:
-        print(
-            f"{load.label:<40}{load.rows:>11,}{load.seconds:>10.1f}"
-            f"{load.rate:>11,.0f}{load.rate / copy_rate:>9.2f}"
-        )
+    if report.loads:
+        copy_rate = report.loads[0].rate
+        print(f"{'load':<40}{'rows':>11}{'seconds':>10}{'rows/s':>11}{'x COPY':>9}")
+        for load in report.loads:
+            print(
+                f"{load.label:<40}{load.rows:>11,}{load.seconds:>10.1f}"
+                f"{load.rate:>11,.0f}{load.rate / copy_rate:>9.2f}"
+            )
+    else:
+        print("load: not measured (kept databases reused)")
     print()
     head = f"{'first page, limit 100 (ms)':<40}{'ronin p50':>10}{'p99':>8}{'n':>6}"
     print(f"{head}{'base p50':>10}{'p99':>9}{'n':>6}{'base/ronin p50':>16}{'p99':>8}")
@@ -698,9 +778,12 @@ def latency_line(latency: Latency) -> str:
 
 def goal_lines(report: Report) -> list[str]:
     """PASS or MISS for every goal."""
-    copy_rate = report.loads[0].rate
-    ratio = report.load("ronin re-sighting, 2 streams").rate / copy_rate
-    lines = [verdict_line(ratio >= RESIGHT_GOAL, f"re-sighting {ratio:.2f}x COPY (goal >= 0.5x)")]
+    lines = []
+    if report.loads:
+        copy_rate = report.loads[0].rate
+        ratio = report.load("ronin re-sighting, 2 streams").rate / copy_rate
+        goal = f"re-sighting {ratio:.2f}x COPY (goal >= 0.5x)"
+        lines.append(verdict_line(ratio >= RESIGHT_GOAL, goal))
     for latency in report.latencies:
         p99 = percentile(latency.ronin, 0.99)
         goal = f"first page p99 {p99:.2f} ms (goal < 10 ms): {describe(latency.case)}"
@@ -723,21 +806,31 @@ def describe(case: Case, iteration: int | None = None) -> str:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    """--rows, --queries, --seed."""
+    """--rows, --queries, --seed, --keep."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="services (1,000,000)")
     parser.add_argument("--queries", type=int, default=1_000, help="queries per case (1,000)")
     parser.add_argument("--seed", type=int, default=1, help="RNG seed (1)")
+    parser.add_argument(
+        "--keep",
+        metavar="NAME",
+        help="keep the databases under NAME; reuse them, loaded, on the next run with NAME",
+    )
     args = parser.parse_args(argv)
     if args.rows < 1 or args.queries < 1:
         parser.error("--rows and --queries must be at least 1")
+    if args.keep is not None and not re.fullmatch(r"[a-z0-9_]{1,20}", args.keep):
+        parser.error("--keep NAME: 1 to 20 of a-z, 0-9 and _")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; exit 0 unless it could not run."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    server, origin = server_url("map")
+    if args.keep and not os.environ.get("RONIN_DATABASE_URL"):
+        server, origin = start_embedded(KEPT_DATA_DIR), f"embedded, kept in {KEPT_DATA_DIR}"
+    else:
+        server, origin = server_url("map")
     asyncio.run(run(args, server, origin))
     return 0
 
