@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import hashlib
 import itertools
 import json
@@ -35,7 +36,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -62,7 +63,7 @@ from ronin.discovery.descriptor import CANONICAL_CLASSES
 from ronin.store.embedded import start_embedded
 from ronin.store.migrate import migrate
 from ronin.store.models import ServiceFilter, Sighting, UpsertResult
-from ronin.store.services import ServiceMap
+from ronin.store.services import SERVICE_ROW, ServiceMap
 
 SEED_SCHEMA = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "seed_schema.sql"
 KEPT_DATA_DIR = Path(tempfile.gettempdir()) / "ronin-bench-map-kept"
@@ -92,6 +93,8 @@ NAIVE_BATCH = 2_000
 WARMUP_CALLS = 3
 CASE_BUDGET_S = 15.0  # a query case stops early (and says so) once it has run this long
 COUNT_REPEATS = 5
+DIAGNOSIS_EXPLAINS = 20
+DIAGNOSIS_PAGES = 300
 FRESHNESS_WINDOW = timedelta(hours=24)
 RESIGHT_GOAL = 0.5
 FIRST_PAGE_GOAL_MS = 10.0
@@ -260,6 +263,8 @@ class Latency:
     case: Case
     ronin: list[float]
     baseline: list[float]
+    #: Garbage collections during Ronin's calls: milliseconds each.
+    ronin_gc: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,11 +286,16 @@ class Report:
     loads: list[Throughput] = field(default_factory=list)
     latencies: list[Latency] = field(default_factory=list)
     counts: list[CountTiming] = field(default_factory=list)
+    diagnoses: list[Diagnosis] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def load(self, label: str) -> Throughput:
         """The load phase named ``label``."""
         return next(t for t in self.loads if t.label == label)
+
+    def queries_of(self, case: Case) -> list[float]:
+        """Ronin's samples of ``case``."""
+        return next(x.ronin for x in self.latencies if x.case == case)
 
 
 async def timed_calls(
@@ -539,9 +549,139 @@ async def measure_case(
         await cur.execute(statement, params, prepare=False)
         await cur.fetchall()
 
-    ronin = await timed_calls(ronin_call, queries, CASE_BUDGET_S)
+    with gc_pauses() as collections:
+        ronin = await timed_calls(ronin_call, queries, CASE_BUDGET_S)
     base = await timed_calls(baseline_call, queries, CASE_BUDGET_S)
-    return Latency(case, ronin, base)
+    return Latency(case, ronin, base, collections)
+
+
+@contextmanager
+def gc_pauses() -> Iterator[list[float]]:
+    """The milliseconds of each garbage collection while the block runs."""
+    pauses: list[float] = []
+    started = [0.0]
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            pauses.append((time.perf_counter() - started[0]) * 1000)
+
+    gc.callbacks.append(callback)
+    try:
+        yield pauses
+    finally:
+        gc.callbacks.remove(callback)
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    """Where the time of one case's first page goes (means per page unless said)."""
+
+    case: Case
+    pages: int
+    wall_p50: float
+    wall_p99: float
+    wall_mean: float
+    #: EXPLAIN ANALYZE (TIMING OFF) medians: what PostgreSQL itself spends on a page.
+    planning_ms: float
+    execution_ms: float
+    #: CPU of the pool's PostgreSQL backends (None unless they run on this machine).
+    backend_cpu_ms: float | None
+    client_cpu_ms: float
+    #: Of the client's CPU: rows to Service objects (a fetch of the rows already received).
+    decode_ms: float
+    bare_p50: float
+    checkout_p50: float
+    gc: list[float]
+
+
+async def diagnose(
+    case: Case, service_map: ServiceMap, pool: AsyncConnectionPool[Connection], pages: int
+) -> Diagnosis:
+    """One case's first page taken apart: server (EXPLAIN ANALYZE) against client time, CPU
+    on each side, row decoding, the same statement on a bare connection, pool checkout."""
+    where = case.service_filter(0)
+    planning, execution = [], []
+    for _ in range(DIAGNOSIS_EXPLAINS):
+        summary = explain_summary(await service_map.plan(where, limit=PAGE, timing=False))
+        planning.append(summary["Planning Time"])
+        execution.append(summary["Execution Time"])
+    async with pool.connection() as conn:
+        await conn.set_autocommit(True)
+        cur = await conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        )
+        backends = [int(row[0]) for row in await cur.fetchall()]
+        statement, params = await service_map._page_query(conn, where, None, PAGE)
+    backend_before = backends_cpu_s(backends)
+    with gc_pauses() as collections:
+        client_before = time.thread_time()
+        wall = await timed_calls(lambda _: service_map.find(where, limit=PAGE), pages, 5.0)
+        client_s = time.thread_time() - client_before
+    backend_after = backends_cpu_s(backends)
+    backend_ms = None
+    if backend_before is not None and backend_after is not None:
+        backend_ms = (backend_after - backend_before) * 1000 / (len(wall) + WARMUP_CALLS)
+    async with pool.connection() as conn:
+        cur = conn.cursor(row_factory=SERVICE_ROW)
+        await cur.execute(statement, params, prepare=False)
+        started = time.thread_time()
+        for _ in range(DIAGNOSIS_EXPLAINS):
+            await cur.scroll(0, "absolute")
+            await cur.fetchall()
+        decode_ms = (time.thread_time() - started) * 1000 / DIAGNOSIS_EXPLAINS
+
+        async def bare_call(_: int) -> None:
+            bare = conn.cursor()
+            await bare.execute(statement, params, prepare=False)
+            await bare.fetchall()
+
+        bare = await timed_calls(bare_call, pages, 5.0)
+
+    async def checkout(_: int) -> None:
+        async with pool.connection():
+            pass
+
+    checkouts = await timed_calls(checkout, pages, 5.0)
+    return Diagnosis(
+        case=case,
+        pages=len(wall),
+        wall_p50=percentile(wall, 0.5),
+        wall_p99=percentile(wall, 0.99),
+        wall_mean=statistics.fmean(wall),
+        planning_ms=statistics.median(planning),
+        execution_ms=statistics.median(execution),
+        backend_cpu_ms=backend_ms,
+        client_cpu_ms=client_s * 1000 / (len(wall) + WARMUP_CALLS),
+        decode_ms=decode_ms,
+        bare_p50=percentile(bare, 0.5),
+        checkout_p50=percentile(checkouts, 0.5),
+        gc=collections,
+    )
+
+
+def explain_summary(lines: list[str]) -> dict[str, float]:
+    """The "Planning Time: 0.1 ms" lines of a plan, by name."""
+    found = {}
+    for line in lines:
+        name, _, value = line.strip().partition(": ")
+        if value.endswith(" ms"):
+            found[name] = float(value.removesuffix(" ms"))
+    return found
+
+
+def backends_cpu_s(pids: list[int]) -> float | None:
+    """CPU seconds the PostgreSQL backends ``pids`` have used, if they run on this machine."""
+    total = 0.0
+    for pid in pids:
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() != "postgres":
+                return None
+            total += int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+        except (OSError, ValueError, IndexError):
+            return None
+    return total
 
 
 async def measure_count(
@@ -615,7 +755,7 @@ async def run(args: argparse.Namespace, server: str, origin: str) -> None:
         try:
             service_map = ServiceMap(pool, freshness_window=FRESHNESS_WINDOW)
             started = time.perf_counter()
-            await benchmark(args, service_map, urls, loaded=loaded)
+            await benchmark(args, service_map, pool, urls, loaded=loaded)
             say(f"wall time of the benchmark: {time.perf_counter() - started:,.0f} s")
         finally:
             await pool.close()
@@ -679,7 +819,12 @@ async def mark_loaded(server: str, urls: dict[str, str], args: argparse.Namespac
 
 
 async def benchmark(
-    args: argparse.Namespace, service_map: ServiceMap, urls: dict[str, str], *, loaded: bool
+    args: argparse.Namespace,
+    service_map: ServiceMap,
+    pool: AsyncConnectionPool[Connection],
+    urls: dict[str, str],
+    *,
+    loaded: bool,
 ) -> None:
     """Every phase, in order, then the table."""
     report = Report(queries=args.queries)
@@ -698,6 +843,10 @@ async def benchmark(
             if percentile(latency.ronin, 0.99) >= FIRST_PAGE_GOAL_MS
         ]
         plan_lines = await plans(service_map, base, picks.medium, missed)
+    pages = min(args.queries, DIAGNOSIS_PAGES)
+    for case in goal_cases(report):
+        say(f"diagnosis: {case.label.strip()} ...")
+        report.diagnoses.append(await diagnose(case, service_map, pool, pages))
     print()
     print("\n".join(plan_lines))
     print_report(report)
@@ -761,6 +910,8 @@ def print_report(report: Report) -> None:
     print()
     for line in goal_lines(report):
         print(line)
+    for line in diagnosis_lines(report):
+        print(line)
     for note in report.notes:
         print(f"NOTE {note}")
     print(f"peak RSS of the benchmark process: {peak_rss_mib():,.0f} MiB")
@@ -788,6 +939,43 @@ def goal_lines(report: Report) -> list[str]:
         p99 = percentile(latency.ronin, 0.99)
         goal = f"first page p99 {p99:.2f} ms (goal < 10 ms): {describe(latency.case)}"
         lines.append(verdict_line(p99 < FIRST_PAGE_GOAL_MS, goal))
+    return lines
+
+
+def goal_cases(report: Report) -> list[Case]:
+    """The cases of the issue's goal: the any-of and the all-of of several capabilities."""
+    return [x.case for x in report.latencies if x.case.any_of or len(x.case.all_of) > 1]
+
+
+def diagnosis_lines(report: Report) -> list[str]:
+    """Where a goal case's page time goes: PostgreSQL's own time (EXPLAIN ANALYZE), the CPU
+    of each side per page, and what is left (waiting for a CPU: the machine's other work)."""
+    lines = []
+    for d in report.diagnoses:
+        collections = next(x.ronin_gc for x in report.latencies if x.case == d.case)
+        server = d.planning_ms + d.execution_ms
+        lines.append(
+            f"DIAGNOSIS {describe(d.case)}: {d.pages} pages, wall p50 {d.wall_p50:.2f}"
+            f" p99 {d.wall_p99:.2f} mean {d.wall_mean:.2f} ms; in PostgreSQL (EXPLAIN ANALYZE,"
+            f" TIMING OFF, median) planning {d.planning_ms:.2f} + execution"
+            f" {d.execution_ms:.2f} = {server:.2f} ms"
+        )
+        if d.backend_cpu_ms is not None:
+            waiting = d.wall_mean - d.backend_cpu_ms - d.client_cpu_ms
+            cpu = (
+                f"CPU per page: PostgreSQL backend {d.backend_cpu_ms:.2f} ms, this process"
+                f" {d.client_cpu_ms:.2f} ms; neither running (round trips, waiting for a CPU)"
+                f" {waiting:.2f} ms"
+            )
+        else:
+            cpu = f"CPU per page: this process {d.client_cpu_ms:.2f} ms (backend not local)"
+        lines.append(
+            f"  {cpu}; of this process's, rows to Services {d.decode_ms:.2f} ms; same"
+            f" statement on a bare connection (tuples) p50 {d.bare_p50:.2f} ms; pool checkout"
+            f" p50 {d.checkout_p50:.3f} ms; GC during the case's {len(report.queries_of(d.case))}"
+            f" pages: {len(collections)} collections, longest"
+            f" {max(collections, default=0.0):.2f} ms"
+        )
     return lines
 
 

@@ -183,13 +183,20 @@ class ServiceMap:
         value = int(row[0]) if row else 0
         return Count(value=min(value, bound), exact=value <= bound)
 
-    async def plan(self, where: ServiceFilter = EVERY_SERVICE, *, limit: int = 100) -> list[str]:
+    async def plan(
+        self, where: ServiceFilter = EVERY_SERVICE, *, limit: int = 100, timing: bool = True
+    ) -> list[str]:
         """EXPLAIN ANALYZE of the first page for ``where``: what an operator (or a benchmark)
-        reads to see how a query is served."""
+        reads to see how a query is served. ``timing=False``: no time per plan node, whose
+        clock readings inflate the total of a plan of many short loops."""
+        explain = sql.SQL(
+            "EXPLAIN (ANALYZE, COSTS OFF, BUFFERS OFF) {}"
+            if timing
+            else "EXPLAIN (ANALYZE, TIMING OFF, COSTS OFF, BUFFERS OFF) {}"
+        )
         async with self._connection() as conn:
             statement, params = await self._page_query(conn, where, None, limit)
-            explain = sql.SQL("EXPLAIN (ANALYZE, COSTS OFF, BUFFERS OFF) {}").format(statement)
-            cur = await conn.execute(explain, params, prepare=False)
+            cur = await conn.execute(explain.format(statement), params, prepare=False)
             return [str(row[0]) for row in await cur.fetchall()]
 
     async def nodes(
