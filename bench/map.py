@@ -1,17 +1,27 @@
 """Benchmark the map at scale: loads, re-sightings, first pages and counts, next to plain SQL.
 
-Usage: ``python -m bench.map [--rows N] [--queries Q] [--seed S]`` from the repository root.
+Usage: ``python -m bench.map [--rows N] [--queries Q] [--seed S] [--keep NAME]`` from the
+repository root.
 
 Two scratch databases are created on ``RONIN_DATABASE_URL`` (or on an embedded server of the
 benchmark's own) and dropped at the end: "ronin", migrated and written through ``ServiceMap``,
 and "baseline", the bare seed schema, written and queried the obvious way. The command exits 0
 whether or not a goal is met and prints PASS or MISS for each goal.
+
+``--keep NAME`` keeps the two databases (``ronin_bench_map_NAME_ronin`` and ``..._baseline``)
+after the run, and a later run with the same NAME, ``--rows`` and ``--seed`` reuses them: it
+skips the loads (and their figures) and goes straight to the queries, so queries can be
+iterated on at 1,000,000 services without loading for minutes each time. Without
+``RONIN_DATABASE_URL`` the embedded server then lives in ``$TMPDIR/ronin-bench-map-kept``
+(stopped at exit, its data kept); a run with another NAME/size/seed replaces them. Drop them
+with ``psql -c 'DROP DATABASE ...'`` or delete that directory.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import hashlib
 import itertools
 import json
@@ -19,17 +29,21 @@ import math
 import os
 import platform
 import random
+import re
 import statistics
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
@@ -46,10 +60,13 @@ from bench.harness import (
     verdict_line,
 )
 from ronin.discovery.descriptor import CANONICAL_CLASSES
+from ronin.store.embedded import start_embedded
+from ronin.store.migrate import migrate
 from ronin.store.models import ServiceFilter, Sighting, UpsertResult
-from ronin.store.services import ServiceMap
+from ronin.store.services import SERVICE_ROW, ServiceMap
 
 SEED_SCHEMA = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "seed_schema.sql"
+KEPT_DATA_DIR = Path(tempfile.gettempdir()) / "ronin-bench-map-kept"
 
 NODE_CLASSES = CANONICAL_CLASSES
 VOCABULARY = tuple(f"cap.{rank:03d}" for rank in range(200))
@@ -76,6 +93,8 @@ NAIVE_BATCH = 2_000
 WARMUP_CALLS = 3
 CASE_BUDGET_S = 15.0  # a query case stops early (and says so) once it has run this long
 COUNT_REPEATS = 5
+DIAGNOSIS_EXPLAINS = 20
+DIAGNOSIS_PAGES = 300
 FRESHNESS_WINDOW = timedelta(hours=24)
 RESIGHT_GOAL = 0.5
 FIRST_PAGE_GOAL_MS = 10.0
@@ -244,6 +263,8 @@ class Latency:
     case: Case
     ronin: list[float]
     baseline: list[float]
+    #: Garbage collections during Ronin's calls: milliseconds each.
+    ronin_gc: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,11 +286,16 @@ class Report:
     loads: list[Throughput] = field(default_factory=list)
     latencies: list[Latency] = field(default_factory=list)
     counts: list[CountTiming] = field(default_factory=list)
+    diagnoses: list[Diagnosis] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def load(self, label: str) -> Throughput:
         """The load phase named ``label``."""
         return next(t for t in self.loads if t.label == label)
+
+    def queries_of(self, case: Case) -> list[float]:
+        """Ronin's samples of ``case``."""
+        return next(x.ronin for x in self.latencies if x.case == case)
 
 
 async def timed_calls(
@@ -523,9 +549,139 @@ async def measure_case(
         await cur.execute(statement, params, prepare=False)
         await cur.fetchall()
 
-    ronin = await timed_calls(ronin_call, queries, CASE_BUDGET_S)
+    with gc_pauses() as collections:
+        ronin = await timed_calls(ronin_call, queries, CASE_BUDGET_S)
     base = await timed_calls(baseline_call, queries, CASE_BUDGET_S)
-    return Latency(case, ronin, base)
+    return Latency(case, ronin, base, collections)
+
+
+@contextmanager
+def gc_pauses() -> Iterator[list[float]]:
+    """The milliseconds of each garbage collection while the block runs."""
+    pauses: list[float] = []
+    started = [0.0]
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            pauses.append((time.perf_counter() - started[0]) * 1000)
+
+    gc.callbacks.append(callback)
+    try:
+        yield pauses
+    finally:
+        gc.callbacks.remove(callback)
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    """Where the time of one case's first page goes (means per page unless said)."""
+
+    case: Case
+    pages: int
+    wall_p50: float
+    wall_p99: float
+    wall_mean: float
+    #: EXPLAIN ANALYZE (TIMING OFF) medians: what PostgreSQL itself spends on a page.
+    planning_ms: float
+    execution_ms: float
+    #: CPU of the pool's PostgreSQL backends (None unless they run on this machine).
+    backend_cpu_ms: float | None
+    client_cpu_ms: float
+    #: Of the client's CPU: rows to Service objects (a fetch of the rows already received).
+    decode_ms: float
+    bare_p50: float
+    checkout_p50: float
+    gc: list[float]
+
+
+async def diagnose(
+    case: Case, service_map: ServiceMap, pool: AsyncConnectionPool[Connection], pages: int
+) -> Diagnosis:
+    """One case's first page taken apart: server (EXPLAIN ANALYZE) against client time, CPU
+    on each side, row decoding, the same statement on a bare connection, pool checkout."""
+    where = case.service_filter(0)
+    planning, execution = [], []
+    for _ in range(DIAGNOSIS_EXPLAINS):
+        summary = explain_summary(await service_map.plan(where, limit=PAGE, timing=False))
+        planning.append(summary["Planning Time"])
+        execution.append(summary["Execution Time"])
+    async with pool.connection() as conn:
+        await conn.set_autocommit(True)
+        cur = await conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        )
+        backends = [int(row[0]) for row in await cur.fetchall()]
+        statement, params = await service_map._page_query(conn, where, None, PAGE)
+    backend_before = backends_cpu_s(backends)
+    with gc_pauses() as collections:
+        client_before = time.thread_time()
+        wall = await timed_calls(lambda _: service_map.find(where, limit=PAGE), pages, 5.0)
+        client_s = time.thread_time() - client_before
+    backend_after = backends_cpu_s(backends)
+    backend_ms = None
+    if backend_before is not None and backend_after is not None:
+        backend_ms = (backend_after - backend_before) * 1000 / (len(wall) + WARMUP_CALLS)
+    async with pool.connection() as conn:
+        cur = conn.cursor(row_factory=SERVICE_ROW)
+        await cur.execute(statement, params, prepare=False)
+        started = time.thread_time()
+        for _ in range(DIAGNOSIS_EXPLAINS):
+            await cur.scroll(0, "absolute")
+            await cur.fetchall()
+        decode_ms = (time.thread_time() - started) * 1000 / DIAGNOSIS_EXPLAINS
+
+        async def bare_call(_: int) -> None:
+            bare = conn.cursor()
+            await bare.execute(statement, params, prepare=False)
+            await bare.fetchall()
+
+        bare = await timed_calls(bare_call, pages, 5.0)
+
+    async def checkout(_: int) -> None:
+        async with pool.connection():
+            pass
+
+    checkouts = await timed_calls(checkout, pages, 5.0)
+    return Diagnosis(
+        case=case,
+        pages=len(wall),
+        wall_p50=percentile(wall, 0.5),
+        wall_p99=percentile(wall, 0.99),
+        wall_mean=statistics.fmean(wall),
+        planning_ms=statistics.median(planning),
+        execution_ms=statistics.median(execution),
+        backend_cpu_ms=backend_ms,
+        client_cpu_ms=client_s * 1000 / (len(wall) + WARMUP_CALLS),
+        decode_ms=decode_ms,
+        bare_p50=percentile(bare, 0.5),
+        checkout_p50=percentile(checkouts, 0.5),
+        gc=collections,
+    )
+
+
+def explain_summary(lines: list[str]) -> dict[str, float]:
+    """The "Planning Time: 0.1 ms" lines of a plan, by name."""
+    found = {}
+    for line in lines:
+        name, _, value = line.strip().partition(": ")
+        if value.endswith(" ms"):
+            found[name] = float(value.removesuffix(" ms"))
+    return found
+
+
+def backends_cpu_s(pids: list[int]) -> float | None:
+    """CPU seconds the PostgreSQL backends ``pids`` have used, if they run on this machine."""
+    total = 0.0
+    for pid in pids:
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() != "postgres":
+                return None
+            total += int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+        except (OSError, ValueError, IndexError):
+            return None
+    return total
 
 
 async def measure_count(
@@ -585,17 +741,13 @@ async def plans(
 
 
 async def run(args: argparse.Namespace, server: str, origin: str) -> None:
-    """Create the scratch databases, benchmark, print; the databases go even on error."""
+    """Create (or reuse) the databases, benchmark, print; scratch ones go even on error."""
     say(f"machine: {len(os.sched_getaffinity(0))} CPUs (nproc), {platform.platform()}")
     say(f"server: {await server_facts(server)} [{origin}]")
     say(f"rows={args.rows:,} queries={args.queries:,} seed={args.seed}")
-    seed_sql = seed_schema_text()
-    async with (
-        scratch_database(server, "ronin_bench_map_ronin") as ronin_url,
-        scratch_database(server, "ronin_bench_map_baseline", migrated=False) as baseline_url,
-    ):
-        urls = {"ronin": ronin_url, "baseline": baseline_url}
-        await create_baseline_schema(urls["baseline"], seed_sql)
+    async with bench_databases(server, args) as (urls, loaded):
+        if not loaded:
+            await create_baseline_schema(urls["baseline"], seed_schema_text())
         pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
             urls["ronin"], min_size=STREAMS, max_size=STREAMS, open=False, name="bench"
         )
@@ -603,17 +755,107 @@ async def run(args: argparse.Namespace, server: str, origin: str) -> None:
         try:
             service_map = ServiceMap(pool, freshness_window=FRESHNESS_WINDOW)
             started = time.perf_counter()
-            await benchmark(args, service_map, urls)
+            await benchmark(args, service_map, pool, urls, loaded=loaded)
             say(f"wall time of the benchmark: {time.perf_counter() - started:,.0f} s")
         finally:
             await pool.close()
+        if args.keep:
+            await mark_loaded(server, urls, args)
+
+
+def kept_names(keep: str) -> dict[str, str]:
+    """The databases ``--keep NAME`` keeps."""
+    return {side: f"ronin_bench_map_{keep}_{side}" for side in ("ronin", "baseline")}
+
+
+def kept_mark(args: argparse.Namespace) -> str:
+    """What a kept database says of its contents once loaded (its comment)."""
+    return f"bench.map rows={args.rows} seed={args.seed} loaded"
+
+
+@asynccontextmanager
+async def bench_databases(
+    server: str, args: argparse.Namespace
+) -> AsyncIterator[tuple[dict[str, str], bool]]:
+    """The two databases' URLs and whether they are already loaded: scratch ones (dropped on
+    the way out), or with ``--keep`` the kept ones, reused when loaded with these rows."""
+    if not args.keep:
+        async with (
+            scratch_database(server, "ronin_bench_map_ronin") as ronin_url,
+            scratch_database(server, "ronin_bench_map_baseline", migrated=False) as base_url,
+        ):
+            yield {"ronin": ronin_url, "baseline": base_url}, False
+        return
+    names = kept_names(args.keep)
+    async with await connect(server) as conn:
+        cur = await conn.execute(
+            "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database"
+            " WHERE datname = ANY (%s)",
+            [list(names.values())],
+        )
+        marks = dict(await cur.fetchall())
+        loaded = all(marks.get(name) == kept_mark(args) for name in names.values())
+        if not loaded:
+            for name in names.values():
+                drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+                await conn.execute(drop.format(sql.Identifier(name)))
+                await conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    urls = {side: make_conninfo(server, dbname=name) for side, name in names.items()}
+    if loaded:
+        say(f"reusing the loaded databases {', '.join(names.values())} (--keep {args.keep})")
+    else:
+        say(f"keeping the databases {', '.join(names.values())} (--keep {args.keep})")
+        async with await connect(urls["ronin"]) as conn:
+            await migrate(conn)
+    yield urls, loaded
+
+
+async def mark_loaded(server: str, urls: dict[str, str], args: argparse.Namespace) -> None:
+    """Mark the kept databases as loaded, for the next run with the same NAME to reuse."""
+    async with await connect(server) as conn:
+        for name in kept_names(args.keep).values():
+            comment = sql.SQL("COMMENT ON DATABASE {} IS {}")
+            await conn.execute(comment.format(sql.Identifier(name), sql.Literal(kept_mark(args))))
 
 
 async def benchmark(
-    args: argparse.Namespace, service_map: ServiceMap, urls: dict[str, str]
+    args: argparse.Namespace,
+    service_map: ServiceMap,
+    pool: AsyncConnectionPool[Connection],
+    urls: dict[str, str],
+    *,
+    loaded: bool,
 ) -> None:
     """Every phase, in order, then the table."""
     report = Report(queries=args.queries)
+    if not loaded:
+        await load(args, service_map, urls, report)
+    picks = await pick_capabilities(urls["baseline"], args.rows)
+    async with await connect(urls["baseline"]) as base:
+        for case in cases(picks):
+            say(f"querying: {case.label.strip()} ...")
+            report.latencies.append(await measure_case(case, service_map, base, args.queries))
+        label = f"all-of common ({picks.label(picks.common)})"
+        report.counts.append(await measure_count(service_map, base, picks.common, label))
+        missed = [
+            latency.case
+            for latency in report.latencies
+            if percentile(latency.ronin, 0.99) >= FIRST_PAGE_GOAL_MS
+        ]
+        plan_lines = await plans(service_map, base, picks.medium, missed)
+    pages = min(args.queries, DIAGNOSIS_PAGES)
+    for case in goal_cases(report):
+        say(f"diagnosis: {case.label.strip()} ...")
+        report.diagnoses.append(await diagnose(case, service_map, pool, pages))
+    print()
+    print("\n".join(plan_lines))
+    print_report(report)
+
+
+async def load(
+    args: argparse.Namespace, service_map: ServiceMap, urls: dict[str, str], report: Report
+) -> None:
+    """Both databases loaded, each the way it would be, and analysed."""
     rows, seed = args.rows, args.seed
     first_seen = datetime.now(UTC) - timedelta(hours=1)
     say("loading: COPY into baseline ...")
@@ -630,22 +872,6 @@ async def benchmark(
     report.loads.append(naive)
     for label, url in urls.items():
         say(f"VACUUM ANALYZE {label}: {await vacuum_analyze(url):.1f} s")
-    picks = await pick_capabilities(urls["baseline"], rows)
-    async with await connect(urls["baseline"]) as base:
-        for case in cases(picks):
-            say(f"querying: {case.label.strip()} ...")
-            report.latencies.append(await measure_case(case, service_map, base, args.queries))
-        label = f"all-of common ({picks.label(picks.common)})"
-        report.counts.append(await measure_count(service_map, base, picks.common, label))
-        missed = [
-            latency.case
-            for latency in report.latencies
-            if percentile(latency.ronin, 0.99) >= FIRST_PAGE_GOAL_MS
-        ]
-        plan_lines = await plans(service_map, base, picks.medium, missed)
-    print()
-    print("\n".join(plan_lines))
-    print_report(report)
 
 
 # --- The table -------------------------------------------------------------------------------
@@ -653,14 +879,17 @@ async def benchmark(
 
 def print_report(report: Report) -> None:
     """The final table: loads, first pages, counts, goals, peak RSS."""
-    copy_rate = report.loads[0].rate
     print()
-    print(f"{'load':<40}{'rows':>11}{'seconds':>10}{'rows/s':>11}{'x COPY':>9}")
-    for load in report.loads:
-        print(
-            f"{load.label:<40}{load.rows:>11,}{load.seconds:>10.1f}"
-            f"{load.rate:>11,.0f}{load.rate / copy_rate:>9.2f}"
-        )
+    if report.loads:
+        copy_rate = report.loads[0].rate
+        print(f"{'load':<40}{'rows':>11}{'seconds':>10}{'rows/s':>11}{'x COPY':>9}")
+        for load in report.loads:
+            print(
+                f"{load.label:<40}{load.rows:>11,}{load.seconds:>10.1f}"
+                f"{load.rate:>11,.0f}{load.rate / copy_rate:>9.2f}"
+            )
+    else:
+        print("load: not measured (kept databases reused)")
     print()
     head = f"{'first page, limit 100 (ms)':<40}{'ronin p50':>10}{'p99':>8}{'n':>6}"
     print(f"{head}{'base p50':>10}{'p99':>9}{'n':>6}{'base/ronin p50':>16}{'p99':>8}")
@@ -681,6 +910,8 @@ def print_report(report: Report) -> None:
     print()
     for line in goal_lines(report):
         print(line)
+    for line in diagnosis_lines(report):
+        print(line)
     for note in report.notes:
         print(f"NOTE {note}")
     print(f"peak RSS of the benchmark process: {peak_rss_mib():,.0f} MiB")
@@ -698,13 +929,53 @@ def latency_line(latency: Latency) -> str:
 
 def goal_lines(report: Report) -> list[str]:
     """PASS or MISS for every goal."""
-    copy_rate = report.loads[0].rate
-    ratio = report.load("ronin re-sighting, 2 streams").rate / copy_rate
-    lines = [verdict_line(ratio >= RESIGHT_GOAL, f"re-sighting {ratio:.2f}x COPY (goal >= 0.5x)")]
+    lines = []
+    if report.loads:
+        copy_rate = report.loads[0].rate
+        ratio = report.load("ronin re-sighting, 2 streams").rate / copy_rate
+        goal = f"re-sighting {ratio:.2f}x COPY (goal >= 0.5x)"
+        lines.append(verdict_line(ratio >= RESIGHT_GOAL, goal))
     for latency in report.latencies:
         p99 = percentile(latency.ronin, 0.99)
         goal = f"first page p99 {p99:.2f} ms (goal < 10 ms): {describe(latency.case)}"
         lines.append(verdict_line(p99 < FIRST_PAGE_GOAL_MS, goal))
+    return lines
+
+
+def goal_cases(report: Report) -> list[Case]:
+    """The cases of the issue's goal: the any-of and the all-of of several capabilities."""
+    return [x.case for x in report.latencies if x.case.any_of or len(x.case.all_of) > 1]
+
+
+def diagnosis_lines(report: Report) -> list[str]:
+    """Where a goal case's page time goes: PostgreSQL's own time (EXPLAIN ANALYZE), the CPU
+    of each side per page, and what is left (waiting for a CPU: the machine's other work)."""
+    lines = []
+    for d in report.diagnoses:
+        collections = next(x.ronin_gc for x in report.latencies if x.case == d.case)
+        server = d.planning_ms + d.execution_ms
+        lines.append(
+            f"DIAGNOSIS {describe(d.case)}: {d.pages} pages, wall p50 {d.wall_p50:.2f}"
+            f" p99 {d.wall_p99:.2f} mean {d.wall_mean:.2f} ms; in PostgreSQL (EXPLAIN ANALYZE,"
+            f" TIMING OFF, median) planning {d.planning_ms:.2f} + execution"
+            f" {d.execution_ms:.2f} = {server:.2f} ms"
+        )
+        if d.backend_cpu_ms is not None:
+            waiting = d.wall_mean - d.backend_cpu_ms - d.client_cpu_ms
+            cpu = (
+                f"CPU per page: PostgreSQL backend {d.backend_cpu_ms:.2f} ms, this process"
+                f" {d.client_cpu_ms:.2f} ms; neither running (round trips, waiting for a CPU)"
+                f" {waiting:.2f} ms"
+            )
+        else:
+            cpu = f"CPU per page: this process {d.client_cpu_ms:.2f} ms (backend not local)"
+        lines.append(
+            f"  {cpu}; of this process's, rows to Services {d.decode_ms:.2f} ms; same"
+            f" statement on a bare connection (tuples) p50 {d.bare_p50:.2f} ms; pool checkout"
+            f" p50 {d.checkout_p50:.3f} ms; GC during the case's {len(report.queries_of(d.case))}"
+            f" pages: {len(collections)} collections, longest"
+            f" {max(collections, default=0.0):.2f} ms"
+        )
     return lines
 
 
@@ -723,21 +994,31 @@ def describe(case: Case, iteration: int | None = None) -> str:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    """--rows, --queries, --seed."""
+    """--rows, --queries, --seed, --keep."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="services (1,000,000)")
     parser.add_argument("--queries", type=int, default=1_000, help="queries per case (1,000)")
     parser.add_argument("--seed", type=int, default=1, help="RNG seed (1)")
+    parser.add_argument(
+        "--keep",
+        metavar="NAME",
+        help="keep the databases under NAME; reuse them, loaded, on the next run with NAME",
+    )
     args = parser.parse_args(argv)
     if args.rows < 1 or args.queries < 1:
         parser.error("--rows and --queries must be at least 1")
+    if args.keep is not None and not re.fullmatch(r"[a-z0-9_]{1,20}", args.keep):
+        parser.error("--keep NAME: 1 to 20 of a-z, 0-9 and _")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; exit 0 unless it could not run."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    server, origin = server_url("map")
+    if args.keep and not os.environ.get("RONIN_DATABASE_URL"):
+        server, origin = start_embedded(KEPT_DATA_DIR), f"embedded, kept in {KEPT_DATA_DIR}"
+    else:
+        server, origin = server_url("map")
     asyncio.run(run(args, server, origin))
     return 0
 

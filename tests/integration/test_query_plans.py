@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from datetime import UTC, datetime
 from typing import Any
@@ -9,7 +10,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from ronin.store.models import ServiceFilter, Sighting
+from ronin.store.models import Service, ServiceFilter, Sighting
+from ronin.store.queries import query
 from ronin.store.services import ServiceMap
 from tests.support.plans import explain
 
@@ -118,3 +120,13 @@ def test_a_nodes_page_probes_liveness_by_key(large_map: str) -> None:
     assert liveness
     assert all(n["Index Name"] == "service_liveness_pkey" for n in liveness)
     assert "Seq Scan" not in {n["Node Type"] for n in nodes}
+
+
+@pytest.mark.parametrize("name", ["find_services", "find_services_by_capability"])
+def test_a_page_query_selects_the_service_fields_in_order(large_map: str, name: str) -> None:
+    # ServiceMap.find builds each Service from its row by position.
+    params = page_params(drivers=["medium"])
+    with psycopg.connect(large_map) as conn:
+        cur = conn.execute(query(name), params, prepare=False)
+        columns = [column.name for column in cur.description or ()]
+    assert columns == [f.name for f in dataclasses.fields(Service)]

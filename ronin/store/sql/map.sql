@@ -99,49 +99,60 @@ LIMIT %(limit)s
 -- An all-of search has one driver (its rarest capability) and checks the others with one
 -- index probe each; an any-of search has one driver per capability. No GIN scan here: it
 -- would fetch and sort every holder of a common capability before the first row.
-SELECT DISTINCT ON (page.service_id)
-    page.service_id, page.node_id, page.node_class, page.endpoint, page.capabilities,
-    page.discovery_metadata, page.last_seen, page.state, page.state_since, page.last_checked
-FROM unnest(%(drivers)s::text[]) AS driver(capability)
-CROSS JOIN LATERAL (
-    SELECT s.*
-    FROM service_capabilities AS sc
+-- The walks hand over service_ids (and liveness) only: the wide rows are fetched for the
+-- page kept, not for every walk's page (an any-of search of 3 fetched 300 rows for 100).
+SELECT s.service_id, s.node_id, s.node_class, s.endpoint, s.capabilities,
+       s.discovery_metadata, s.last_seen, page.state,
+       coalesce(page.state_since, s.last_seen) AS state_since, page.last_checked
+FROM (
+    SELECT DISTINCT ON (hit.service_id) hit.*
+    FROM unnest(%(drivers)s::text[]) AS driver(capability)
     CROSS JOIN LATERAL (
-        -- One primary-key probe per candidate, in walk order. OFFSET 0 keeps the planner
-        -- from turning this into a join that reads discovered_services end to end.
-        SELECT candidate.*, coalesce(live.state, 'alive') AS state,
-               coalesce(live.state_since, candidate.last_seen) AS state_since, live.last_checked
-        FROM discovered_services AS candidate
+        SELECT sc.service_id, coalesce(live.state, 'alive') AS state, live.state_since,
+               live.last_checked
+        FROM service_capabilities AS sc
         LEFT JOIN LATERAL (
-            -- Its liveness, probed likewise; no row reads as alive.
+            -- Its liveness, one primary-key probe per candidate, in walk order; no row reads
+            -- as alive. OFFSET 0 keeps the planner from making it a join that reads the
+            -- liveness table end to end.
             SELECT l.state, l.state_since, l.last_checked
             FROM service_liveness AS l
-            WHERE l.service_id = candidate.service_id
+            WHERE l.service_id = sc.service_id
             OFFSET 0
         ) AS live ON true
-        WHERE candidate.service_id = sc.service_id
-          AND (%(node_id)s::text IS NULL OR candidate.node_id = %(node_id)s::text)
-          AND (%(seen_since)s::timestamptz IS NULL
-               OR candidate.last_seen >= %(seen_since)s::timestamptz)
+        WHERE sc.capability = driver.capability
+          AND (%(node_class)s::text IS NULL OR sc.node_class = %(node_class)s::text)
+          AND (%(after)s::text IS NULL OR sc.service_id > %(after)s::text)
+          AND (
+              cardinality(%(also_required)s::text[]) = 0
+              OR (
+                  SELECT count(*) FROM service_capabilities AS held
+                  WHERE held.service_id = sc.service_id
+                    AND held.capability = ANY (%(also_required)s::text[])
+              ) = cardinality(%(also_required)s::text[])
+          )
+          -- Filters on the service row itself: one primary-key probe, only when asked
+          -- (OFFSET 0: a probe per candidate, never a hash of every row seen since).
+          AND ((%(node_id)s::text IS NULL AND %(seen_since)s::timestamptz IS NULL) OR EXISTS (
+              SELECT FROM discovered_services AS candidate
+              WHERE candidate.service_id = sc.service_id
+                AND (%(node_id)s::text IS NULL OR candidate.node_id = %(node_id)s::text)
+                AND (%(seen_since)s::timestamptz IS NULL
+                     OR candidate.last_seen >= %(seen_since)s::timestamptz)
+              OFFSET 0
+          ))
           AND coalesce(live.state, 'alive') = ANY (%(states)s::text[])
-        OFFSET 0
-    ) AS s
-    WHERE sc.capability = driver.capability
-      AND (%(node_class)s::text IS NULL OR sc.node_class = %(node_class)s::text)
-      AND (%(after)s::text IS NULL OR sc.service_id > %(after)s::text)
-      AND (
-          cardinality(%(also_required)s::text[]) = 0
-          OR (
-              SELECT count(*) FROM service_capabilities AS held
-              WHERE held.service_id = sc.service_id
-                AND held.capability = ANY (%(also_required)s::text[])
-          ) = cardinality(%(also_required)s::text[])
-      )
-    ORDER BY sc.service_id
+        ORDER BY sc.service_id
+        LIMIT %(limit)s
+    ) AS hit
+    ORDER BY hit.service_id
     LIMIT %(limit)s
 ) AS page
+CROSS JOIN LATERAL (
+    -- The page's rows, one primary-key probe each (OFFSET 0: never a join over the table).
+    SELECT d.* FROM discovered_services AS d WHERE d.service_id = page.service_id OFFSET 0
+) AS s
 ORDER BY page.service_id
-LIMIT %(limit)s
 
 -- name: capability_frequencies
 -- The planner's statistics of service_capabilities.capability: each common capability with
