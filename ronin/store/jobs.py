@@ -325,6 +325,13 @@ class JobStore:
         last = items[-1].service.service_id if len(items) == limit else None
         return FoundPage(items, encode_cursor(last) if last else None)
 
+    async def count_pending(self, *, up_to: int) -> int:
+        """How many jobs are pending, counting no further than ``up_to``."""
+        async with self.connection() as conn:
+            cur = await conn.execute(query("count_pending_jobs"), {"limit": up_to})
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
     async def count_by_status(self) -> dict[str, int]:
         """How many jobs are in each status."""
         async with self.connection() as conn:

@@ -86,6 +86,12 @@ CROSS JOIN (  -- the first new job's id, once (a rescan repeats it: one notifica
 ) AS wake_up
 ORDER BY resolved.ord
 
+-- name: count_pending_jobs
+-- The pending jobs, counted up to %(limit)s only (the partial index on pending jobs, no more
+-- of it than that): back-pressure needs to know whether the queue is over its cap, not by how
+-- much.
+SELECT count(*) FROM (SELECT FROM discovery_jobs WHERE status = 'pending' LIMIT %(limit)s) AS p
+
 -- name: claim_jobs
 -- Claim up to %(batch)s jobs in one statement: running jobs whose lease expired (their worker
 -- died) first, then pending jobs whose backoff is over, oldest first. SKIP LOCKED lets any
