@@ -93,6 +93,8 @@ class Settings:
     api_tokens: tuple[ApiToken, ...] = ()
     #: How long a map read (/v1/services, /v1/nodes) is answered from memory; 0: never.
     api_cache_s: float = 1.0
+    #: Above this many pending jobs, the API refuses submissions (429 QUEUE_FULL); 0: no cap.
+    max_pending_jobs: int = 100_000
     #: This node's DID, the ``from`` of the KLF messages it sends.
     node_id: str = field(default_factory=lambda: default_node_id())
     #: A remote Ronin's API (RONIN_URL) the operator commands use instead of the database.
@@ -156,6 +158,9 @@ class Settings:
             ),
             api_tokens=parse_tokens(env.get("RONIN_API_TOKENS", "")),
             api_cache_s=_number(env, "RONIN_API_CACHE_S", defaults.api_cache_s, minimum=0),
+            max_pending_jobs=int(
+                _number(env, "RONIN_MAX_PENDING_JOBS", defaults.max_pending_jobs, minimum=0)
+            ),
             node_id=_node_id(env.get("RONIN_NODE_ID") or default_node_id()),
             remote_url=(env.get("RONIN_URL") or "").rstrip("/") or None,
             remote_token=env.get("RONIN_TOKEN") or None,

@@ -9,7 +9,11 @@ HTTP status an API answer would use, so every layer reports a failure the same w
     |   +-- InvalidCursor       a pagination cursor Ronin did not issue
     |   +-- InvalidTarget       job parameters that break PROTOCOL.md section 5
     |   +-- InvalidJson         a request body that is not JSON
+    |   +-- EmptyBatch          a batch submission without a job
     +-- PayloadTooLarge         a request body over the API's cap
+    |   +-- TooManyJobs         a batch submission of more jobs than one request may carry
+    +-- QueueFull               more jobs pending than the node accepts; retry later
+    +-- BatchRefused            a batch submission of which no job was accepted
     +-- Unauthenticated         no API token, or one the node does not know
     +-- InsufficientScope       a read-only token on a route that writes
     +-- UnsupportedMessage      a KLF message or task this node does not handle
@@ -183,6 +187,39 @@ class PayloadTooLarge(RoninError):
 
     code = "PAYLOAD_TOO_LARGE"
     http_status = 413
+
+
+class EmptyBatch(InvalidValue):
+    """A batch submission whose list of jobs is empty."""
+
+    code = "EMPTY_BATCH"
+    http_status = 400
+
+
+class TooManyJobs(PayloadTooLarge):
+    """A batch submission of more jobs than one request may carry."""
+
+    code = "TOO_MANY_JOBS"
+
+
+class QueueFull(RoninError):
+    """More jobs are pending than the node accepts (RONIN_MAX_PENDING_JOBS): refused at once,
+    so a flood does not slow every submission down; the client retries after
+    ``retry_after_s``."""
+
+    code = "QUEUE_FULL"
+    http_status = 429
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class BatchRefused(RoninError):
+    """A batch submission of which no job was accepted; each item says why."""
+
+    code = "BATCH_REFUSED"
+    http_status = 422
 
 
 class Unauthenticated(RoninError):

@@ -7,9 +7,10 @@ executor are imported only when a worker is made: the reading commands never loa
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from ronin.config import Settings
@@ -21,6 +22,8 @@ from ronin.store.services import ServiceMap
 
 if TYPE_CHECKING:
     from ronin.jobs.executor import Executor
+    from ronin.jobs.grouping import GroupCommit
+    from ronin.jobs.submit import Outcome
     from ronin.jobs.verifier import Verifier
     from ronin.jobs.worker import Worker
     from ronin.store.change_hub import ChangeHub
@@ -58,16 +61,39 @@ class Node:
         return ChangeHub(self.changes, self.database.conninfo)
 
     async def submit(self, params: Any, *, idempotency_key: str | None = None) -> tuple[Job, bool]:
-        """Validate and queue a job with this node's attempts and scope; True if new."""
-        from ronin.jobs.submit import submit_job  # job params: not for the reading commands
+        """Validate and queue a job with this node's attempts and scope; True if new.
 
-        return await submit_job(
-            self.jobs,
-            params,
-            max_attempts=self.settings.job_max_attempts,
-            idempotency_key=idempotency_key,
-            policy=self.policy,
+        Without an idempotency key, concurrent submissions are written together (group
+        commit, ``ronin.jobs.grouping``); each still gets its own job.
+        """
+        from ronin.jobs.submit import checked, submit_job  # not for the reading commands
+
+        if idempotency_key is not None:
+            return await submit_job(
+                self.jobs,
+                params,
+                max_attempts=self.settings.job_max_attempts,
+                idempotency_key=idempotency_key,
+                policy=self.policy,
+            )
+        return await self.group_commit.insert(checked(params, None, self.policy)), True
+
+    async def submit_many(self, items: Sequence[tuple[Any, str | None]]) -> list[Outcome]:
+        """Validate each ``(params, idempotency_key)`` on its own and queue the valid ones in
+        one statement: per item, in order, the job and whether it is new, or the error that
+        refused it."""
+        from ronin.jobs.submit import submit_jobs  # job params: not for the reading commands
+
+        return await submit_jobs(
+            self.jobs, items, max_attempts=self.settings.job_max_attempts, policy=self.policy
         )
+
+    @cached_property
+    def group_commit(self) -> GroupCommit:
+        """The writer of this node's single submissions, in groups."""
+        from ronin.jobs.grouping import GroupCommit
+
+        return GroupCommit(self.jobs, max_attempts=self.settings.job_max_attempts)
 
     async def add_schedule(self, name: str, params: Any, interval_s: int) -> Schedule:
         """Register a recurring discovery, its params checked against this node's scope."""

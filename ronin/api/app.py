@@ -15,7 +15,7 @@ from ronin import __version__
 from ronin.api import errors
 from ronin.api.auth import may_read
 from ronin.api.cache import ReadCache
-from ronin.api.limits import MAX_BODY_BYTES, BodyLimit
+from ronin.api.limits import BATCH_MAX_BODY_BYTES, MAX_BODY_BYTES, BodyLimit
 from ronin.api.pages.install import install as install_pages
 from ronin.api.routes import changes, descriptor, graph, health, jobs, klf, schedules, services
 from ronin.api.state import NodeState
@@ -51,6 +51,7 @@ def create_app(
         async with state.events, state.hub:
             yield
         state.closing.set()
+        await state.admission.close()
 
     app = FastAPI(
         title="Ronin",
@@ -65,7 +66,9 @@ def create_app(
     )
     app.state.node = state
     errors.install(app)
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(
+        BodyLimit, max_bytes=max_body_bytes, by_path={"/v1/jobs/batch": BATCH_MAX_BODY_BYTES}
+    )
     app.add_middleware(
         ReadCache, ttl_s=settings.api_cache_s, authorized=may_read(settings.api_tokens)
     )

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ronin.errors import RoninError, Unauthenticated
+from ronin.errors import QueueFull, RoninError, Unauthenticated
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +61,8 @@ def install(app: FastAPI) -> None:
 async def _ronin_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RoninError)
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthenticated) else {}
+    if isinstance(exc, QueueFull):
+        headers["Retry-After"] = str(exc.retry_after_s)
     return Response(
         orjson.dumps({"error": exc.as_dict()}),
         status_code=exc.http_status,

@@ -9,6 +9,7 @@ from fastapi import Request
 
 from ronin.config import Settings
 from ronin.discovery.policy import ScopePolicy
+from ronin.jobs.admission import PendingGauge
 from ronin.jobs.follow import JobEvents
 from ronin.node import Node
 from ronin.store.change_hub import ChangeHub
@@ -26,6 +27,8 @@ class NodeState:
     events: JobEvents
     #: The one reader of the change feed every stream of this process shares.
     hub: ChangeHub
+    #: Back-pressure: the estimate of pending jobs every submission is checked against.
+    admission: PendingGauge
     #: Set when the server shuts down: live event streams end so connections can close.
     closing: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -36,7 +39,12 @@ class NodeState:
     @classmethod
     def of(cls, node: Node) -> NodeState:
         """The API's state around an opened ``node``."""
-        return cls(node=node, events=JobEvents(node.database.conninfo), hub=node.change_hub())
+        return cls(
+            node=node,
+            events=JobEvents(node.database.conninfo),
+            hub=node.change_hub(),
+            admission=PendingGauge(node.jobs, limit=node.settings.max_pending_jobs),
+        )
 
     @property
     def settings(self) -> Settings:

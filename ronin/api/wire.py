@@ -31,6 +31,27 @@ KLF_PAYLOAD_SCHEMA: dict[str, Any] = {
         "params": JOB_PARAMS_SCHEMA,
     },
 }
+#: One job of a batch submission: its params, or its params with an idempotency key.
+BATCH_ITEM_SCHEMA: dict[str, Any] = {
+    "oneOf": [
+        JOB_PARAMS_SCHEMA,
+        {
+            "type": "object",
+            "required": ["params"],
+            "additionalProperties": False,
+            "properties": {
+                "params": JOB_PARAMS_SCHEMA,
+                "idempotency_key": {
+                    "type": ["string", "null"],
+                    "minLength": 1,
+                    "maxLength": 255,
+                    "description": "A retried submission with the same key gets the first "
+                    "one's job; items of one batch sharing a key get the first one's.",
+                },
+            },
+        },
+    ]
+}
 DID_PATTERN = r"^did:[a-z0-9]+:[A-Za-z0-9._:%-]+$"
 DID = re.compile(DID_PATTERN)
 MAX_DID_CHARS = 255
@@ -59,6 +80,35 @@ class JobResults(BaseModel):
     result: dict[str, Any] | None
     items: list[FoundService]
     next_cursor: str | None
+
+
+class BatchItem(BaseModel):
+    """One job of a batch submission, at its index in the request: its job, or why it was
+    refused."""
+
+    index: int = Field(description="Its position in the request's jobs, from 0.")
+    job: Job | None = Field(
+        default=None, description="The job, as GET /v1/jobs/{job_id} shows it (if accepted)."
+    )
+    replayed: bool | None = Field(
+        default=None,
+        description="True when the job is an earlier one with the same idempotency key.",
+    )
+    error: ErrorDetail | None = Field(
+        default=None, description="Why the job was refused: the error one submission gets."
+    )
+
+
+class BatchAnswer(BaseModel):
+    """What a batch submission did with each job, in request order."""
+
+    created: int = Field(description="Jobs queued by this request.")
+    replayed: int = Field(description="Items answered with an earlier job (idempotency key).")
+    refused: int = Field(description="Items refused, each with its error.")
+    jobs: list[BatchItem]
+    error: ErrorDetail | None = Field(
+        default=None, description="Only when no job was accepted: BATCH_REFUSED (a 422)."
+    )
 
 
 class ChangeRecord(BaseModel):
@@ -232,14 +282,17 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 _REASONS = {
-    400: "Malformed input: bad JSON, an invalid cursor.",
+    400: "Malformed input: bad JSON, an invalid cursor, an empty batch (EMPTY_BATCH).",
     401: "No token, or an unknown one.",
     403: "A read-only token on a write route, or a target outside the scope policy. "
     "A refused KLF message also carries the KLF TASK_RESPONSE that refuses it.",
     404: "No such job, service, node or schedule.",
     409: "The job already ended.",
     410: "CURSOR_EXPIRED: the cursor is older than the changes kept; `cursor` is the current one.",
-    413: "The request body is too large.",
+    413: "The request body is too large (PAYLOAD_TOO_LARGE), or a batch has more jobs than "
+    "one request may carry (TOO_MANY_JOBS).",
+    429: "QUEUE_FULL: more jobs are pending than the node accepts; Retry-After (seconds) says "
+    "when to try again.",
     422: "A value breaks a rule; `field` names it. A refused KLF message also carries the "
     "KLF TASK_RESPONSE (status failed) that refuses it.",
     503: "The database cannot be reached.",

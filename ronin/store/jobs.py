@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg.rows import class_row, dict_row
 from psycopg.types.json import Jsonb
@@ -105,6 +106,42 @@ class JobStore:
         job = await cur.fetchone()
         assert job is not None
         return job, True
+
+    async def insert_many(
+        self,
+        params: Sequence[dict[str, Any]],
+        *,
+        max_attempts: int,
+        idempotency_keys: Sequence[str | None] | None = None,
+    ) -> list[tuple[Job, bool]]:
+        """Insert pending jobs in one statement; each job and whether it is new, in order.
+
+        An item whose idempotency key an earlier job has gets that job; items sharing a new
+        key get the first one's. With keys, the statement runs in a transaction after the
+        keys are locked, so concurrent submissions of a key make one job between them.
+        """
+        if not params:
+            return []
+        keys = list(idempotency_keys) if idempotency_keys is not None else [None] * len(params)
+        if len(keys) != len(params):
+            raise ValueError("one idempotency key (or None) per job")
+        values = {
+            "params": orjson.dumps(params).decode(),
+            "idempotency_keys": keys,
+            "max_attempts": max_attempts,
+        }
+        async with self.connection() as conn:
+            if not any(key is not None for key in keys):
+                return await self._insert_many(conn, values)
+            async with conn.transaction():
+                await conn.execute(query("lock_idempotency_keys"), values)
+                return await self._insert_many(conn, values)
+
+    async def _insert_many(
+        self, conn: psycopg.AsyncConnection[Any], values: dict[str, Any]
+    ) -> list[tuple[Job, bool]]:
+        cur = await conn.execute(query("insert_jobs"), values, prepare=True)
+        return [(Job(*row[1:]), not row[0]) for row in await cur.fetchall()]
 
     async def claim(
         self,
@@ -287,6 +324,13 @@ class JobStore:
         items = [FoundService(row.pop("outcome"), Service(**row)) for row in rows]
         last = items[-1].service.service_id if len(items) == limit else None
         return FoundPage(items, encode_cursor(last) if last else None)
+
+    async def count_pending(self, *, up_to: int) -> int:
+        """How many jobs are pending, counting no further than ``up_to``."""
+        async with self.connection() as conn:
+            cur = await conn.execute(query("count_pending_jobs"), {"limit": up_to})
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
 
     async def count_by_status(self) -> dict[str, int]:
         """How many jobs are in each status."""

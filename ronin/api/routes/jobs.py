@@ -11,20 +11,25 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from ronin.api.auth import require_read, require_write
+from ronin.api.limits import MAX_BATCH_JOBS
 from ronin.api.routes.body import json_body
 from ronin.api.state import NodeState, node
 from ronin.api.wire import (
     ATTEMPTS,
+    BATCH_ITEM_SCHEMA,
     JOB,
     JOB_PAGE,
     JOB_PARAMS_SCHEMA,
     JOB_RESULTS,
+    BatchAnswer,
     JobResults,
     error_responses,
     json_response,
 )
+from ronin.errors import BatchRefused, EmptyBatch, InvalidValue, RoninError, TooManyJobs
 from ronin.jobs import klf
 from ronin.jobs.follow import follow_job
+from ronin.jobs.submit import Outcome
 from ronin.store.job_models import Attempt, Job, JobPage, JobStatus
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(require_read)])
@@ -39,6 +44,20 @@ SSE_EVENT_SCHEMA: dict[str, Any] = {
         "event": {"type": "string", "enum": [klf.TASK_PROGRESS, klf.TASK_RESPONSE]},
         "data": {"type": "string", "description": "A KLF message (type, from, to, payload)."},
         "id": {"type": "string"},
+    },
+}
+#: ``{"jobs": [...]}``: up to 1,000 jobs, each its params or ``{"params", "idempotency_key"}``.
+BATCH_REQUEST_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["jobs"],
+    "additionalProperties": False,
+    "properties": {
+        "jobs": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": MAX_BATCH_JOBS,
+            "items": BATCH_ITEM_SCHEMA,
+        }
     },
 }
 IdempotencyKey = Annotated[
@@ -56,7 +75,7 @@ IdempotencyKey = Annotated[
     status_code=202,
     response_model=Job,
     dependencies=[Depends(require_write)],
-    responses=error_responses(400, 401, 403, 413, 422, 503),
+    responses=error_responses(400, 401, 403, 413, 422, 429, 503),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -66,11 +85,115 @@ IdempotencyKey = Annotated[
 )
 async def submit(request: Request, state: Node, idempotency_key: IdempotencyKey = None) -> Response:
     """Queue a discovery job; the answer is the job, pending."""
-    job, new = await state.node.submit(await json_body(request), idempotency_key=idempotency_key)
+    params = await json_body(request)
+    await state.admission.admit(1)
+    job, new = await state.node.submit(params, idempotency_key=idempotency_key)
     headers = {"Location": f"/v1/jobs/{job.job_id}"}
-    if not new:
+    if new:
+        state.admission.queued(1)
+    else:
         headers["Idempotent-Replayed"] = "true"
     return json_response(JOB, job, status=202, headers=headers)
+
+
+@router.post(
+    "/batch",
+    status_code=202,
+    response_model=BatchAnswer,
+    dependencies=[Depends(require_write)],
+    responses={
+        **error_responses(400, 401, 403, 413, 429, 503),
+        422: {
+            "description": "BATCH_REFUSED: no job was accepted (the answer lists each one's "
+            'error, with `error` set); or INVALID_VALUE: the body is not `{"jobs": [...]}`.',
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "oneOf": [
+                            {"$ref": "#/components/schemas/BatchAnswer"},
+                            {"$ref": "#/components/schemas/ErrorBody"},
+                        ]
+                    }
+                }
+            },
+        },
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": BATCH_REQUEST_SCHEMA}},
+        }
+    },
+)
+async def submit_batch(
+    request: Request, state: Node, idempotency_key: IdempotencyKey = None
+) -> Response:
+    """Queue up to 1,000 discovery jobs in one request (and one statement). Each job is
+    checked on its own: the answer lists, in request order, each one's job or its error."""
+    if idempotency_key is not None:
+        raise InvalidValue(
+            "a batch takes an idempotency key per job (each item's idempotency_key), "
+            "not one for the request",
+            field="Idempotency-Key",
+        )
+    items = _batch_items(await json_body(request))
+    await state.admission.admit(len(items))
+    refused = {index: item for index, item in enumerate(items) if isinstance(item, RoninError)}
+    valid = [item for item in items if not isinstance(item, RoninError)]
+    stored = iter(await state.node.submit_many(valid))
+    outcomes = [refused.get(index) or next(stored) for index in range(len(items))]
+    return _batch_answer(state, outcomes)
+
+
+def _batch_items(body: Any) -> list[tuple[Any, Any] | RoninError]:
+    """Each job of a batch as ``(params, idempotency_key)``, or the error that refuses it."""
+    if not isinstance(body, dict) or not isinstance(body.get("jobs"), list):
+        raise InvalidValue('a batch is an object {"jobs": [...]}', field="jobs")
+    unknown = sorted(str(key) for key in body if key != "jobs")
+    if unknown:
+        raise InvalidValue(f"unknown field {unknown[0]!r}", field=unknown[0])
+    jobs: list[Any] = body["jobs"]
+    if not jobs:
+        raise EmptyBatch("a batch has at least one job", field="jobs")
+    if len(jobs) > MAX_BATCH_JOBS:
+        raise TooManyJobs(
+            f"a batch has at most {MAX_BATCH_JOBS:,} jobs, not {len(jobs):,}", field="jobs"
+        )
+    return [_batch_item(item) for item in jobs]
+
+
+def _batch_item(item: Any) -> tuple[Any, Any] | RoninError:
+    if not (isinstance(item, dict) and "params" in item):
+        return item, None  # params alone
+    unknown = sorted(str(key) for key in item if key not in ("params", "idempotency_key"))
+    if unknown:
+        return InvalidValue(f"unknown field {unknown[0]!r}", field=unknown[0])
+    return item["params"], item.get("idempotency_key")
+
+
+def _batch_answer(state: NodeState, outcomes: list[Outcome]) -> Response:
+    """The answer, written as bytes: each job serialised once, as GET shows it."""
+    parts: list[bytes] = []
+    created = replayed = refused = 0
+    for index, outcome in enumerate(outcomes):
+        if isinstance(outcome, RoninError):
+            refused += 1
+            parts.append(orjson.dumps({"index": index, "error": outcome.as_dict()}))
+            continue
+        job, new = outcome
+        created += new
+        replayed += not new
+        flag = b"false" if new else b"true"
+        parts.append(b'{"index":%d,"replayed":%s,"job":%s}' % (index, flag, JOB.dump_json(job)))
+    state.admission.queued(created)
+    head = b'{"created":%d,"replayed":%d,"refused":%d,' % (created, replayed, refused)
+    status = 202
+    if created + replayed == 0:
+        error = BatchRefused(f"none of the {refused:,} jobs was accepted: each says why")
+        head += b'"error":%s,' % orjson.dumps(error.as_dict())
+        status = error.http_status
+    body = head + b'"jobs":[' + b",".join(parts) + b"]}"
+    return Response(body, status_code=status, media_type="application/json")
 
 
 @router.get("", response_model=JobPage, responses=error_responses(400, 401, 422, 503))

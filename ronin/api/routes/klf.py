@@ -19,7 +19,7 @@ from ronin.api.auth import require_write
 from ronin.api.routes.body import json_body
 from ronin.api.state import NodeState, node
 from ronin.api.wire import DID, KlfAnswer, KlfEnvelope, error_responses
-from ronin.errors import InvalidValue, RoninError, UnsupportedMessage
+from ronin.errors import InvalidValue, QueueFull, RoninError, UnsupportedMessage
 from ronin.jobs import klf
 
 router = APIRouter(tags=["klf"], dependencies=[Depends(require_write)])
@@ -32,7 +32,7 @@ _ENVELOPE = TypeAdapter(KlfEnvelope)
     status_code=202,
     response_model=KlfAnswer,
     responses={
-        **error_responses(400, 401, 403, 413, 422, 503),
+        **error_responses(400, 401, 403, 413, 422, 429, 503),
     },
     openapi_extra={
         "requestBody": {
@@ -54,7 +54,10 @@ async def receive_message(
     try:
         message = _parse(body)
         reply_to = message.sender
-        job, _ = await state.node.submit(_task_params(message), idempotency_key=idempotency_key)
+        params = _task_params(message)
+        await state.admission.admit(1)
+        job, new = await state.node.submit(params, idempotency_key=idempotency_key)
+        state.admission.queued(int(new))
     except RoninError as exc:
         if exc.http_status >= 500:
             raise
@@ -101,4 +104,5 @@ def _refusal(state: NodeState, recipient: str, exc: RoninError) -> Response:
     payload = {"task_name": klf.RUN_DISCOVERY_JOB, "status": "failed", "error": error}
     answer = klf.envelope(klf.TASK_RESPONSE, state.settings.node_id, recipient, payload)
     body = {**answer, "error": error}
-    return Response(orjson.dumps(body), exc.http_status, media_type="application/json")
+    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, QueueFull) else None
+    return Response(orjson.dumps(body), exc.http_status, headers, media_type="application/json")

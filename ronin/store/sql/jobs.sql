@@ -31,6 +31,67 @@ FROM job AS j
 JOIN state AS s ON s.job_id = j.job_id
 CROSS JOIN LATERAL (SELECT pg_notify('ronin_jobs', j.job_id::text)) AS wake_up
 
+-- name: lock_idempotency_keys
+-- Serialise submissions that carry any of these idempotency keys, for this transaction; in
+-- one order (the keys sorted), so two batches sharing keys cannot deadlock.
+SELECT count(pg_advisory_xact_lock(hashtextextended(key, 7)))
+FROM (SELECT DISTINCT key FROM unnest(%(idempotency_keys)s::text[]) AS k(key)
+      WHERE key IS NOT NULL ORDER BY key) AS sorted
+
+-- name: insert_jobs
+-- Many pending jobs in one statement, each read back as discovery_jobs_with_state shows it, in
+-- the order given (%(params)s a JSON array, %(idempotency_keys)s as many keys or nulls): an
+-- item whose key an earlier job has gets that job; of the items sharing a new key, the first
+-- is inserted and the others get its job. One wake-up for idle workers, whatever the number.
+WITH item AS MATERIALIZED (
+    SELECT gen_random_uuid() AS job_id, given.params, given.idempotency_key, given.ord
+    FROM ROWS FROM (
+        jsonb_array_elements(%(params)s::jsonb), unnest(%(idempotency_keys)s::text[])
+    ) WITH ORDINALITY AS given(params, idempotency_key, ord)
+), earlier AS (
+    SELECT * FROM discovery_jobs_with_state
+    WHERE idempotency_key = ANY (%(idempotency_keys)s::text[])
+), resolved AS (
+    SELECT item.ord, item.params, item.idempotency_key, item.job_id AS own_id,
+           CASE WHEN item.idempotency_key IS NULL THEN item.job_id
+                ELSE coalesce(earlier.job_id, first_value(item.job_id) OVER (
+                    PARTITION BY item.idempotency_key ORDER BY item.ord))
+           END AS job_id
+    FROM item
+    LEFT JOIN earlier ON earlier.idempotency_key = item.idempotency_key
+), job AS (
+    INSERT INTO discovery_jobs (job_id, status, params)
+    SELECT job_id, 'pending', params FROM resolved WHERE job_id = own_id ORDER BY ord
+    RETURNING job_id, status, params, created_at, completed_at
+), state AS (
+    INSERT INTO discovery_job_state (job_id, max_attempts, idempotency_key)
+    SELECT job_id, %(max_attempts)s, idempotency_key FROM resolved WHERE job_id = own_id
+    RETURNING *
+    -- (the trigger that gives hand-inserted jobs a state row finds these and stands back)
+), answer AS (
+    SELECT j.job_id, j.status, j.params, j.created_at, j.completed_at,
+           s.attempts, s.max_attempts, s.run_after, s.worker_id, s.lease_expires_at,
+           s.cancel_requested, s.progress, s.progress_message, s.error, s.result,
+           s.idempotency_key, s.schedule_id, s.started_at, s.updated_at
+    FROM job AS j
+    JOIN state AS s ON s.job_id = j.job_id
+    UNION ALL
+    SELECT * FROM earlier
+)
+SELECT resolved.job_id <> resolved.own_id AS replayed, answer.*
+FROM resolved
+JOIN answer ON answer.job_id = resolved.job_id
+CROSS JOIN (  -- the first new job's id, once (a rescan repeats it: one notification still)
+    SELECT count(*) FROM (SELECT pg_notify('ronin_jobs', job_id::text) FROM job LIMIT 1) AS n
+) AS wake_up
+ORDER BY resolved.ord
+
+-- name: count_pending_jobs
+-- The pending jobs, counted up to %(limit)s only (the partial index on pending jobs, no more
+-- of it than that): back-pressure needs to know whether the queue is over its cap, not by how
+-- much.
+SELECT count(*) FROM (SELECT FROM discovery_jobs WHERE status = 'pending' LIMIT %(limit)s) AS p
+
 -- name: claim_jobs
 -- Claim up to %(batch)s jobs in one statement: running jobs whose lease expired (their worker
 -- died) first, then pending jobs whose backoff is over, oldest first. SKIP LOCKED lets any
