@@ -109,7 +109,7 @@ async def submit(request: Request, state: Node, idempotency_key: IdempotencyKey 
             "content": {
                 "application/json": {
                     "schema": {
-                        "oneOf": [
+                        "anyOf": [
                             {"$ref": "#/components/schemas/BatchAnswer"},
                             {"$ref": "#/components/schemas/ErrorBody"},
                         ]
