@@ -3,16 +3,24 @@
 One module per command group; each registers its commands on the shared apps of
 ``ronin.cli.common`` when imported. ``ronin`` imports only the module of the command it runs
 (see ``COMMAND_MODULES``); ``ronin.cli.app`` is the whole tree, every module imported.
+
+This package itself imports nothing: the console script's ``from ronin.cli import main`` is
+also what each ``spawn`` child (the sweep processes) re-runs, and those need neither Typer
+nor Rich.
 """
 
 from __future__ import annotations
 
-from ronin.cli import common
-from ronin.cli.help import RoninTyper
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ronin.cli.help import RoninTyper
 
 
 def main() -> None:
     """Entry point of the ``ronin`` console command."""
+    from ronin.cli import common
+
     common.app()
 
 
@@ -20,5 +28,7 @@ def __getattr__(name: str) -> RoninTyper:
     """``ronin.cli.app``: the ``ronin`` app with every command registered."""
     if name != "app":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from ronin.cli import common
+
     common.load_commands()
     return common.app

@@ -141,3 +141,19 @@ def test_an_unset_flag_still_works_when_given(tmp_path: Path) -> None:
         check=False,
     )
     assert refused.returncode == 2
+
+
+def test_the_console_scripts_import_loads_no_cli_library() -> None:
+    """``from ronin.cli import main`` is what every ``spawn`` child (a sweep process) re-runs
+    as the console script: it must not pay for Typer and Rich there."""
+    path = os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))
+    probe = "import json, sys; from ronin.cli import main; print(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={**os.environ, "PYTHONPATH": path},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert packages(set(json.loads(done.stdout))) & {"typer", "rich", "click", "psycopg"} == set()
