@@ -138,6 +138,14 @@ class Node:
         return open_verifier(self.settings, on, services, self.policy, worker_id=worker_id)
 
 
+def load_worker_stack() -> None:
+    """Import what ``Node.worker`` runs (the worker, the discovery executor, the HTTP, DNS
+    and mDNS clients) ahead of time: ``discover --wait`` does it while the embedded server
+    starts rather than after."""
+    import ronin.jobs.discovery_executor
+    import ronin.jobs.worker  # noqa: F401
+
+
 def job_executor(settings: Settings, reference: str | None = None) -> Executor:
     """The executor named by ``reference`` (tests' ``--executor``), else discovery's."""
     if reference:

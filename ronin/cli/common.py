@@ -7,6 +7,7 @@ Each command's module is imported only when that command runs (``CommandLoader``
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import json
 import logging
@@ -103,6 +104,8 @@ app.add_typer(jobs_app, name="jobs")
 
 console = Console()
 error_console = Console(stderr=True)
+#: Set by ``ronin.cli.main``: this is the ``ronin`` process, not a test's runner.
+FREEZE_WHAT_LOADED = False
 T = TypeVar("T")
 
 
@@ -123,11 +126,21 @@ def _main(
         ),
     ] = False,
 ) -> None:
+    modules_loaded()  # Click looked the command up, importing its module, before this runs
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+
+
+def modules_loaded() -> None:
+    """In the ``ronin`` process: exclude what it has loaded, which lives until it exits, from
+    the collector's walks (``gc.freeze``), and turn the collector back on, which ``main`` kept
+    off while the modules loaded. Not in a test's runner, where what is frozen stays."""
+    if FREEZE_WHAT_LOADED:
+        gc.freeze()
+        gc.enable()
 
 
 @app.command()

@@ -24,7 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ronin.cli.backend import open_backend
-from ronin.cli.common import app, console, error_console, fail, run
+from ronin.cli.common import app, console, error_console, fail, modules_loaded, run
 from ronin.cli.job_options import Concurrency, Depth, MdnsWindow, Ports, Protocols, Rate
 from ronin.cli.signals import Signals
 from ronin.cli.views import Update, show_progress
@@ -33,7 +33,7 @@ from ronin.discovery.param_fields import DEFAULT_DEPTH
 from ronin.discovery.params import DEFAULT_PROTOCOLS, KOS_PORT, target_from_text
 from ronin.errors import Interrupted, JobFinished, RoninError
 from ronin.jobs.follow import JobEvents, follow_job
-from ronin.node import open_node
+from ronin.node import load_worker_stack, open_node
 from ronin.store.job_models import Job, JobResult
 from ronin.store.jobs import JobStore
 
@@ -74,6 +74,9 @@ async def submit_and_wait(
     settings: Settings, params: dict[str, Any], *, wait: bool, console: Console
 ) -> Job:
     """Submit the job; with ``wait``, run or follow it to its end. Returns the job."""
+    if wait:
+        load_worker_stack()  # while the embedded server starts (ronin.cli.head_start)
+        modules_loaded()
     async with open_node(settings) as node:
         store = node.jobs
         job, _ = await node.submit(params)

@@ -17,7 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 
 from ronin.config import DEFAULT_SWEEP_METHOD, SweepMethod
-from ronin.discovery.connect_sweep import die_with_parent
+from ronin.discovery.connect_sweep import start_sweep_process
 from ronin.discovery.sweep_methods import block_function
 from ronin.discovery.targets import Probe, Sweep
 
@@ -123,7 +123,7 @@ async def _open_ports_in_processes(
     loop = asyncio.get_running_loop()
     context = multiprocessing.get_context("spawn")  # no fork of a process with an event loop
     pool = ProcessPoolExecutor(
-        max_workers=processes, mp_context=context, initializer=die_with_parent
+        max_workers=processes, mp_context=context, initializer=start_sweep_process
     )
     running: set[asyncio.Future[tuple[tuple[int, int], list[int], dict[str, int]]]] = set()
     try:

@@ -148,3 +148,53 @@ def test_the_server_outlives_every_holder_but_the_last(data_dir: Path) -> None:
 def _check_ended_normally(process: Process) -> None:
     assert "failed" in process.log(), process.log()
     assert "Traceback" not in process.log(), process.log()
+
+
+def postgres_processes(data_dir: Path) -> list[psutil.Process]:
+    """The server processes running on ``data_dir``'s cluster."""
+    pgdata = str((data_dir / "pgdata").resolve())
+    found = []
+    for process in psutil.process_iter(["cmdline", "status"]):
+        with contextlib.suppress(psutil.Error):
+            if process.info["status"] != psutil.STATUS_ZOMBIE and pgdata in " ".join(
+                process.info["cmdline"] or ()
+            ):
+                found.append(process)
+    return found
+
+
+def test_the_last_holder_exits_only_once_the_server_is_gone(data_dir: Path) -> None:
+    """The stop does not poll at pg_ctl's pace, but it still waits for the server."""
+    for _ in range(3):
+        done = ronin(data_dir, "map", "summary")
+        assert done.returncode == 0, done.stderr
+        assert not (data_dir / "pgdata" / "postmaster.pid").exists()  # at once: no wait_until
+        assert postgres_processes(data_dir) == []
+        assert holders(data_dir) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [(["jobs", "list", "--no-such-option"], 2), (["discover", "not a target", "--wait"], 1)],
+    ids=["usage error", "refused target"],
+)
+def test_a_command_refused_as_it_starts_leaves_no_server(
+    data_dir: Path, args: list[str], code: int
+) -> None:
+    """The server it started while loading (``ronin.cli.head_start``) is stopped at its exit."""
+    assert ronin(data_dir, "map", "summary").returncode == 0  # the cluster exists
+    refused = ronin(data_dir, *args)
+    assert refused.returncode == code, refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert not (data_dir / "pgdata" / "postmaster.pid").exists()
+    assert postgres_processes(data_dir) == []
+    assert holders(data_dir) == []
+
+
+def test_a_first_command_asking_for_help_makes_no_cluster(data_dir: Path) -> None:
+    shown = ronin(data_dir, "discover", "--help")
+    assert shown.returncode == 0
+    assert not (data_dir / "pgdata").exists()
+    mistyped = ronin(data_dir, "services", "--no-such-option")  # nor does a typo
+    assert mistyped.returncode == 2
+    assert not (data_dir / "pgdata" / "PG_VERSION").exists()

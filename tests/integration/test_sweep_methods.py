@@ -42,11 +42,36 @@ SEED = 20261203
 TIMEOUT_S = 2.0
 
 
-@pytest.fixture(params=["connect", "syn"])
-def method(request: pytest.FixtureRequest) -> BlockFunction:
+@pytest.fixture(params=["connect", "connect, sockets kept", "syn"])
+def method(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[BlockFunction]:
+    """Each block function; the connect sweep also as a sweep process runs it, its sockets
+    kept from one block to the next."""
     if request.param == "syn" and not syn_permitted():
         pytest.skip("the SYN sweep needs raw sockets: root or CAP_NET_RAW")
-    return sweep_block if request.param == "connect" else syn_sweep_block
+    close = lambda: None  # noqa: E731
+    if request.param == "connect, sockets kept":
+        close = keep_sockets_between_blocks(monkeypatch)
+    yield syn_sweep_block if request.param == "syn" else sweep_block
+    close()
+
+
+def keep_sockets_between_blocks(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+    """What ``start_sweep_process`` sets in a sweep process (but the parent-death signal);
+    returns what closes the sockets kept."""
+    kept: dict[Any, connect_sweep._Connects] = {}
+    monkeypatch.setattr(connect_sweep, "_kept", kept)
+    monkeypatch.setattr(connect_sweep, "die_with_parent", lambda: None)
+    monkeypatch.setattr(connect_sweep, "_keep_between_blocks", False)
+    connect_sweep.start_sweep_process()
+    assert connect_sweep._keep_between_blocks
+
+    def close() -> None:
+        for connects in kept.values():
+            connects.close()
+
+    return close
 
 
 @dataclass
@@ -131,6 +156,37 @@ def test_a_block_answers_for_its_own_probes(method: BlockFunction, listeners: Li
         swept += len(positions)
     assert swept == sweep.size
     assert sorted(sweep._probe(p).address for p in found) == sorted(listeners.addresses)
+
+
+def test_a_sweep_process_opens_its_sockets_once_for_all_its_blocks(
+    listeners: Listeners, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    close = keep_sockets_between_blocks(monkeypatch)
+    opened_sockets: list[int] = []
+    new_socket = connect_sweep._Connects._new_socket
+
+    def counted(self: connect_sweep._Connects) -> Any:
+        opened_sockets.append(1)
+        return new_socket(self)
+
+    monkeypatch.setattr(connect_sweep._Connects, "_new_socket", counted)
+    ports = (listeners.port,)
+    sweep = Sweep(listeners.network, ports, SEED)
+    later_probes = later_sockets = 0
+    try:
+        for block in [(0, 200), (200, 400), (400, 600)]:
+            before = len(opened_sockets)
+            _, opened, closed = sweep_block(str(listeners.network), ports, SEED, block, **pace())
+            probes = len(list(sweep.probes_between(*block)))
+            assert len(opened) + sum(closed.values()) == probes  # each block's own answers
+            if block[0]:
+                later_probes += probes
+                later_sockets += len(opened_sockets) - before
+    finally:
+        close()
+    # Each block at 256 in flight would open a socket per probe; a spare that a reset left
+    # refusing at once is replaced now and then.
+    assert later_sockets <= later_probes // 10
 
 
 def test_the_syn_sweep_leaves_no_connection_behind(listeners: Listeners) -> None:
