@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import platform
 import re
@@ -165,6 +167,47 @@ async def serve_beacons(network: str, count: int, port: int) -> None:
 
 # --- Measured processes ----------------------------------------------------------------------
 
+_PR_SET_CHILD_SUBREAPER = 36
+ORPHANS_WAIT_S = 5.0
+
+
+def _reap_zombies(known: set[int]) -> list[int]:
+    """Reap the children not in ``known`` that have exited; the PIDs of those still running."""
+    running = []
+    for child in psutil.Process().children():
+        if child.pid in known:
+            continue
+        with contextlib.suppress(psutil.Error, ChildProcessError):
+            if child.status() == psutil.STATUS_ZOMBIE:
+                os.waitpid(child.pid, os.WNOHANG)  # exited: this does not block
+            else:
+                running.append(child.pid)
+    return running
+
+
+def set_child_subreaper() -> None:
+    """Adopt the orphans of the commands run here (prctl PR_SET_CHILD_SUBREAPER).
+
+    The embedded PostgreSQL a ``ronin`` run starts is ``pg_ctl``'s child, and ``pg_ctl``
+    exits at once: without this the server would be init's, and its CPU nobody's. Adopted,
+    it is waited for here when it stops (``measure(..., adopt_orphans=True)``), and its CPU
+    (with its backends', which it waited for) counts in the run's.
+    """
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise BenchError(f"prctl(PR_SET_CHILD_SUBREAPER): errno {ctypes.get_errno()}")
+
+
+async def reap_orphans(known: set[int]) -> list[int]:
+    """Wait for the children of this process that it did not start (adopted orphans) and
+    are not in ``known``, up to ``ORPHANS_WAIT_S``; the PIDs of those still running then."""
+    deadline = time.monotonic() + ORPHANS_WAIT_S
+    while True:
+        running = _reap_zombies(known)
+        if not running or time.monotonic() > deadline:
+            return running
+        await asyncio.sleep(0.005)
+
 
 class TreeSampler:
     """Memory and CPU time of a process and of its whole tree (its sweep processes, say)."""
@@ -229,6 +272,8 @@ class Measured:
     stdout: str = ""
     stderr: str = ""
     stack_dump: str = ""
+    #: Adopted orphans still running once the wait for them ended (``adopt_orphans``).
+    orphans_running: list[int] = field(default_factory=list)
 
 
 async def measure(
@@ -237,10 +282,15 @@ async def measure(
     stop_after_s: float,
     env: dict[str, str] | None = None,
     dump_stacks: bool = False,
+    adopt_orphans: bool = False,
 ) -> Measured:
     """Run ``command``, its memory sampled every 50 ms; after ``stop_after_s``, SIGINT (then
-    SIGKILL), with a py-spy dump of its stacks first if asked and py-spy is installed."""
+    SIGKILL), with a py-spy dump of its stacks first if asked and py-spy is installed.
+
+    ``adopt_orphans``: the processes it left to this one (``set_child_subreaper``) are waited
+    for, so that their CPU counts in the run's."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        known = {child.pid for child in psutil.Process().children()}
         started, started_at = time.monotonic(), time.time()
         meter = CpuMeter()
         process = await asyncio.create_subprocess_exec(
@@ -253,6 +303,8 @@ async def measure(
             await stop_process(process, signal.SIGKILL, STOP_GRACE_S)
             sampler.kill_leftovers()
         measured.started_at, measured.ended_at = started_at, time.time()
+        if adopt_orphans:
+            measured.orphans_running = await reap_orphans(known | {process.pid})
         cpu = dict(sampler.cpu_s)
         measured.own_cpu_s = cpu.pop(process.pid, 0.0)
         measured.children_cpu_s = sorted(cpu.values(), reverse=True)

@@ -41,7 +41,7 @@ Scope = Literal["read", "write"]
 #: How a network sweep asks "is the port open?" (RONIN_SWEEP_METHOD).
 SweepMethod = Literal["auto", "connect", "syn"]
 SWEEP_METHODS: tuple[SweepMethod, ...] = ("auto", "connect", "syn")
-DEFAULT_SWEEP_METHOD: SweepMethod = "connect"
+DEFAULT_SWEEP_METHOD: SweepMethod = "auto"
 MIN_TOKEN_CHARS = 16
 _TOKEN = re.compile(r"^[A-Za-z0-9._~+/=-]+$")
 _DID = re.compile(r"^did:[a-z0-9]+:[A-Za-z0-9._:%-]+$")

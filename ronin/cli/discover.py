@@ -30,7 +30,7 @@ from ronin.cli.signals import Signals
 from ronin.cli.views import Update, show_progress
 from ronin.config import Settings
 from ronin.discovery.param_fields import DEFAULT_DEPTH
-from ronin.discovery.params import DEFAULT_PROTOCOLS, KOS_PORT, target_from_text
+from ronin.discovery.params import DEFAULT_PROTOCOLS, KOS_PORT, parse_params, target_from_text
 from ronin.errors import Interrupted, JobFinished, RoninError
 from ronin.jobs.follow import JobEvents, follow_job
 from ronin.node import load_worker_stack, open_node
@@ -74,8 +74,9 @@ async def submit_and_wait(
     settings: Settings, params: dict[str, Any], *, wait: bool, console: Console
 ) -> Job:
     """Submit the job; with ``wait``, run or follow it to its end. Returns the job."""
-    if wait:
-        load_worker_stack()  # while the embedded server starts (ronin.cli.head_start)
+    if wait:  # while the embedded server starts (ronin.cli.head_start):
+        _start_sweep_processes_for(params)
+        load_worker_stack()
         modules_loaded()
     async with open_node(settings) as node:
         store = node.jobs
@@ -100,6 +101,19 @@ async def submit_and_wait(
             await asyncio.gather(shown, return_exceptions=True)
             worker.release_all()  # back to the queue, the attempt not spent
             return await _after_interrupt(store, job.job_id, signals, runner)
+
+
+def _start_sweep_processes_for(params: dict[str, Any]) -> None:
+    """Start the sweep processes now if the job's sweep will use them: their interpreters
+    start beside this one's imports, not when the sweep begins."""
+    from ronin.discovery.sweep import start_sweep_processes, uses_sweep_processes
+
+    try:
+        job = parse_params(params)
+    except RoninError:
+        return  # refused when submitted
+    if job.network is not None and uses_sweep_processes(job.network, job.ports):
+        start_sweep_processes()
 
 
 async def _after_interrupt(

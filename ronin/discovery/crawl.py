@@ -16,15 +16,14 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import aiohttp
-from dns.asyncresolver import Resolver
 
 from ronin import metrics
 from ronin.config import Peer
-from ronin.discovery import dns_sd, leads
+from ronin.discovery import leads
 from ronin.discovery.crawl_state import CrawlReport, CrawlState, Rank
 from ronin.discovery.descriptor import DESCRIPTOR_PATH, NodeDescriptor, base_url
 from ronin.discovery.hosts import ProbeUrl, UnsafeUrl, parse_probe_url
@@ -47,6 +46,9 @@ from ronin.discovery.sweep_stage import OpenPorts, SweepStage, new_sweep
 from ronin.discovery.targets import Network, Probe, Sweep
 from ronin.errors import ScanFailed
 from ronin.store.models import ServiceFilter, Sighting
+
+if TYPE_CHECKING:
+    from dns.asyncresolver import Resolver
 
 MAX_PEER_PROBES = 10_000
 FLUSH_INTERVAL_S = 0.5
@@ -200,6 +202,8 @@ class Crawl:
     async def _initial_urls(self) -> list[str]:
         target = self.params.target
         if self.params.target_type == "domain":
+            from ronin.discovery import dns_sd  # dnspython: only for a domain target
+
             resolver = self.options.dns or dns_sd.new_resolver(None)
             found = await leads.from_domain(
                 target, self.params.protocols, resolver, self.options.policy

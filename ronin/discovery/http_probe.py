@@ -17,15 +17,13 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeGuard
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
-from dns.asyncresolver import Resolver
 
-from ronin.discovery import dns_sd
 from ronin.discovery.descriptor import (
     DESCRIPTOR_PATH,
     MAX_DOCUMENT_BYTES,
@@ -36,6 +34,9 @@ from ronin.discovery.descriptor import (
 from ronin.discovery.hosts import MAX_URL_CHARS, parse_probe_url
 from ronin.discovery.policy import ScopePolicy
 from ronin.discovery.probe_failure import ProbeFailure
+
+if TYPE_CHECKING:
+    from dns.asyncresolver import Resolver
 
 DEFAULT_CONNECT_TIMEOUT_S = 2.0
 DEFAULT_TOTAL_TIMEOUT_S = 5.0
@@ -94,6 +95,8 @@ class ScopedResolver(AbstractResolver):
     async def _resolve_with_dns(
         self, host: str, port: int, family: socket.AddressFamily
     ) -> list[ResolveResult]:
+        from ronin.discovery import dns_sd  # loaded with the resolver (RONIN_DNS) already
+
         assert self._dns is not None
         found, failures = await dns_sd.addresses(host, self._dns)
         answers = [

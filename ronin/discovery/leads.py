@@ -10,14 +10,17 @@ import ipaddress
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import aiohttp
-from dns.asyncresolver import Resolver
 
-from ronin.discovery import did_web, dns_sd, mdns
+from ronin.discovery import did_web
 from ronin.discovery.descriptor import DESCRIPTOR_PATH, base_url
 from ronin.discovery.http_probe import Failed
 from ronin.discovery.policy import ScopePolicy
+
+if TYPE_CHECKING:
+    from dns.asyncresolver import Resolver
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +56,8 @@ async def from_mdns(
 ) -> Leads:
     """Browse ``_kos._tcp.local.``: one lead per instance, at its first address in scope (and
     in ``network`` for a network target); one instance with IPv4 and IPv6 is one node."""
+    from ronin.discovery import mdns  # zeroconf: only for a job that asks for mDNS
+
     leads = Leads()
     try:
         instances = await mdns.browse(window_s, interfaces=interfaces or None)
@@ -81,6 +86,8 @@ async def from_domain(
     """DNS-SD first (SRV and TXT at ``_kos._tcp.<domain>``), one lead per SRV target at its
     first address in scope; with no SRV target at all (or without ``dns-sd`` asked), the
     domain's own ``https://<domain>/.well-known/kos-node``."""
+    from ronin.discovery import dns_sd  # dnspython: only for a domain target
+
     leads = Leads()
     fallback = [Lead(f"https://{domain}", "http_probe")] if "http-api" in protocols else []
     if "dns-sd" not in protocols:

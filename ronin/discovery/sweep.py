@@ -19,7 +19,7 @@ from functools import partial
 from ronin.config import DEFAULT_SWEEP_METHOD, SweepMethod
 from ronin.discovery.connect_sweep import start_sweep_process
 from ronin.discovery.sweep_methods import block_function
-from ronin.discovery.targets import Probe, Sweep
+from ronin.discovery.targets import Network, Probe, Sweep
 
 DEFAULT_CONNECT_TIMEOUT_S = 1.0
 #: Sweeps this large go to sweep processes; smaller ones are not worth starting them.
@@ -27,6 +27,9 @@ PROCESS_SWEEP_MIN_PROBES = 2048
 MAX_SWEEP_PROCESSES = 8
 BLOCK = 1024
 MIN_BLOCK = 32
+
+#: Sweep processes started ahead of time (``start_sweep_processes``) for the next sweep.
+_started: ProcessPoolExecutor | None = None
 
 
 class RateLimit:
@@ -115,16 +118,13 @@ async def _open_ports_in_processes(
     sweep_block = block_function(method, sweep.network.version)  # before any process starts
     for probe in sweep.replayed():
         yield probe  # open ports a previous attempt had found but not yet fetched
-    processes = max(1, min(os.cpu_count() or 1, MAX_SWEEP_PROCESSES))
+    processes = sweep_process_count()
     share = max(1, concurrency // processes)
     pace = per_second / processes if per_second else None
     # A block is the unit a resumed sweep repeats: about a quarter second of work at most.
     block_size = BLOCK if pace is None else max(MIN_BLOCK, min(BLOCK, int(pace / 4)))
     loop = asyncio.get_running_loop()
-    context = multiprocessing.get_context("spawn")  # no fork of a process with an event loop
-    pool = ProcessPoolExecutor(
-        max_workers=processes, mp_context=context, initializer=start_sweep_process
-    )
+    pool = _take_started() or _new_pool(processes)
     running: set[asyncio.Future[tuple[tuple[int, int], list[int], dict[str, int]]]] = set()
     try:
         while True:
@@ -159,10 +159,47 @@ async def _open_ports_in_processes(
         _stop(pool, abandon=bool(running))
 
 
+def sweep_process_count() -> int:
+    """One sweep process per core, at most ``MAX_SWEEP_PROCESSES``."""
+    return max(1, min(os.cpu_count() or 1, MAX_SWEEP_PROCESSES))
+
+
+def uses_sweep_processes(network: Network, ports: tuple[int, ...]) -> bool:
+    """Whether a sweep of ``network`` on ``ports`` is large enough for sweep processes."""
+    return Sweep(network, ports, 0).size >= PROCESS_SWEEP_MIN_PROBES
+
+
+def start_sweep_processes() -> None:
+    """Start the sweep processes now, for this process's next sweep to use: their start-up
+    (an interpreter each) then runs beside the command's own, not at the sweep's start."""
+    global _started
+    if _started is None:
+        _started = _new_pool(sweep_process_count())
+        for _ in range(sweep_process_count()):
+            _started.submit(os.getpid)  # each submission starts one process, till all run
+
+
+def _take_started() -> ProcessPoolExecutor | None:
+    global _started
+    pool, _started = _started, None
+    return pool
+
+
+def _new_pool(processes: int) -> ProcessPoolExecutor:
+    context = multiprocessing.get_context("spawn")  # no fork of a process with an event loop
+    return ProcessPoolExecutor(
+        max_workers=processes, mp_context=context, initializer=start_sweep_process
+    )
+
+
 def _stop(pool: ProcessPoolExecutor, *, abandon: bool) -> None:
     """Shut the sweep processes down; blocks still running when the sweep is abandoned (a
     cancelled job, a lost lease) are killed, not awaited: at a slow rate one block is many
-    seconds of work, and the checkpoint repeats unfinished blocks anyway."""
+    seconds of work, and the checkpoint repeats unfinished blocks anyway.
+
+    A finished sweep does not wait for its idle processes to exit (15 ms of a /16's job):
+    the pool's own thread joins them, and they die with this process in any case.
+    """
     if abandon:
         terminate = getattr(pool, "terminate_workers", None)  # Python 3.14+
         if terminate is not None:
@@ -170,7 +207,7 @@ def _stop(pool: ProcessPoolExecutor, *, abandon: bool) -> None:
         else:
             for process in list((getattr(pool, "_processes", None) or {}).values()):
                 process.terminate()
-    pool.shutdown(wait=True, cancel_futures=True)
+    pool.shutdown(wait=abandon, cancel_futures=True)
 
 
 async def _open_ports_in_loop(

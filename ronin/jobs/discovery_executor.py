@@ -5,7 +5,6 @@ from __future__ import annotations
 from functools import partial
 
 from ronin.config import Settings
-from ronin.discovery import dns_sd
 from ronin.discovery.crawl import DiscoveryOptions, run_discovery
 from ronin.discovery.crawl_state import CrawlReport
 from ronin.discovery.http_probe import tls_context
@@ -20,8 +19,12 @@ def discovery_executor(settings: Settings) -> Executor:
     """An executor bound to this node's scope policy; each job may set its own pace."""
     policy = ScopePolicy.from_settings(settings)
     ssl_context = tls_context(settings.ca_bundle)
-    nameserver = dns_sd.parse_nameserver(settings.dns) if settings.dns else None
-    dns = dns_sd.new_resolver(nameserver) if nameserver else None
+    dns = None
+    if settings.dns:  # dnspython is loaded for a nameserver, or a domain's job, only
+        from ronin.discovery import dns_sd
+
+        nameserver = dns_sd.parse_nameserver(settings.dns)
+        dns = dns_sd.new_resolver(nameserver) if nameserver else None
 
     async def discover(context: JobContext) -> CrawlReport:
         params = context.params

@@ -64,6 +64,14 @@ def test_a_reading_command_imports_no_server_stack(tmp_path: Path, args: list[st
     assert "httpx" not in packages(modules)  # the remote backend is for RONIN_URL only
 
 
+def test_a_network_discovery_loads_neither_mdns_nor_dns(tmp_path: Path) -> None:
+    """zeroconf and dnspython are for the jobs that ask for mDNS, a domain or RONIN_DNS."""
+    args = ["discover", "127.0.0.1/32", "--wait"]
+    modules = imported(tmp_path, args, RONIN_DATABASE_URL=NO_DATABASE)
+    assert {"ronin.jobs.worker", "ronin.jobs.discovery_executor", "aiohttp"} <= modules
+    assert packages(modules) & {"zeroconf", "dns"} == set()
+
+
 @pytest.mark.parametrize("args", LIGHT_COMMANDS, ids=" ".join)
 def test_its_help_imports_no_server_stack(tmp_path: Path, args: list[str]) -> None:
     modules = imported(tmp_path, [*args, "--help"])

@@ -14,7 +14,7 @@ from ronin.errors import InvalidValue, ScanFailed
 
 
 def test_the_setting_defaults_to_connect_and_names_a_bad_value() -> None:
-    assert Settings.from_env({}).sweep_method == "connect"
+    assert Settings.from_env({}).sweep_method == "auto"
     assert Settings.from_env({"RONIN_SWEEP_METHOD": "SYN"}).sweep_method == "syn"
     assert Settings.from_env({"RONIN_SWEEP_METHOD": "auto"}).sweep_method == "auto"
     with pytest.raises(InvalidValue, match="RONIN_SWEEP_METHOD must be one of auto, connect, syn"):

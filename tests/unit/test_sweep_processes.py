@@ -32,8 +32,15 @@ def test_an_abandoned_sweep_kills_the_block_it_was_running() -> None:
     assert not any(process.is_alive() for process in processes)
 
 
-def test_a_finished_sweep_lets_its_processes_finish() -> None:
+def test_a_finished_sweep_lets_its_processes_finish_without_waiting_for_them() -> None:
     pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-    block = pool.submit(time.sleep, 0.2)
+    block = started(pool)
+    processes = list(pool._processes.values())  # type: ignore[attr-defined]
     _stop(pool, abandon=False)
-    assert block.result(timeout=0) is None
+    assert not block.done()  # returned at once
+    with pytest.raises(TimeoutError):
+        block.result(timeout=0.5)  # and left the block running
+    for process in processes:
+        process.terminate()  # the test's minute-long block: not worth the wait
+        process.join(timeout=30)
+    assert not any(process.is_alive() for process in processes)
