@@ -10,8 +10,13 @@ database (the API alone: no job is ever run, no packet leaves loopback), and the
 plain ASGI callable answering every request with a fixed JSON body (a first page of Ronin's
 own, byte for byte), served by uvicorn with the options ``ronin serve`` uses. wrk (1 thread,
 keep-alive) measures requests/s and latency of the baseline, of a first page of
-``GET /v1/services`` for a capability thousands of services hold, and of ``POST /v1/jobs``;
-with two CPUs or more, the servers run on one and wrk on another. The command exits 0 whether
+``GET /v1/services`` for a capability thousands of services hold (with the micro-cache and
+without), of ``POST /v1/jobs`` (32 connections), of ``POST /v1/jobs/batch`` with 1,000
+distinct jobs a request (4 connections; jobs/s accepted), and of ``POST /v1/jobs`` at one
+connection, grouped (no key) and written alone (a fresh ``Idempotency-Key`` each), whose
+p50s say whether grouping costs a quiet node anything. The queue-depth cap
+(RONIN_MAX_PENDING_JOBS) is off: the batch run queues a few hundred thousand jobs. With two
+CPUs or more, the servers run on one and wrk on another. The command exits 0 whether
 or not a goal is met and prints PASS or MISS for each goal; it fails (exit 1) if wrk saw error
 answers or more than a handful of socket errors.
 """
@@ -62,6 +67,24 @@ JOB_BODY = (
     b'{"target":{"type":"network_cidr","value":"127.0.0.1/32"},"protocols":["http-api"],"depth":1}'
 )
 RATIO_GOAL = 3.0
+P99_GOAL_MS = 25.0  # POST /v1/jobs at full load
+BULK_GOAL_JOBS_S = 20_000.0  # POST /v1/jobs/batch
+LOW_LOAD_TOLERANCE = 1.10  # grouped p50 at one connection, at most this times ungrouped's
+BATCH_JOBS = 1000
+#: A full batch of distinct jobs (a /32 each, as a scheduler splitting a range would send).
+BATCH_BODY = json.dumps(
+    {
+        "jobs": [
+            {
+                "target": {"type": "network_cidr", "value": f"127.1.{i // 256}.{i % 256}/32"},
+                "protocols": ["http-api"],
+                "depth": 1,
+            }
+            for i in range(BATCH_JOBS)
+        ]
+    },
+    separators=(",", ":"),
+).encode()
 SOCKET_ERRORS_TOLERATED = 5
 SETTLE_TIMEOUT_S = 10.0
 SETTLE_POLL_S = 0.1
@@ -83,6 +106,7 @@ class Size:
     seconds: int
     warmup_seconds: int
     connections: int
+    batch_connections: int = 4  # a batch is a thousand jobs: a few in flight saturate
 
 
 FULL = Size(rows=100_000, seconds=10, warmup_seconds=2, connections=32)
@@ -100,6 +124,12 @@ class Report:
     jobs_sent: int = 0
     jobs_answered: int = 0
     jobs_stored: int = 0
+    #: The batch run, and the jobs it stored.
+    batch: WrkRun | None = None
+    batch_jobs_stored: int = 0
+    #: One connection: submissions grouped (no key) and written alone (a key each).
+    low_load: WrkRun | None = None
+    low_load_alone: WrkRun | None = None
     #: The runs during which other work kept the machine busy.
     skewed: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -128,7 +158,11 @@ async def seed(url: str, rows: int, report: Report) -> None:
     """The map benchmark's first ``rows`` services (seed 1), and the capability to ask for."""
     say(f"seeding {rows:,} services (COPY) ...")
     loaded = await copy_rows(url, 1, rows, datetime.now(UTC) - timedelta(minutes=5))
-    say(f"  {loaded.rate:,.0f} rows/s; VACUUM ANALYZE {await vacuum_analyze(url):.1f} s")
+    # The map's tables only: statistics taken of the job tables while they are empty would
+    # hold until autovacuum's next look (a minute), and PostgreSQL would plan each job's
+    # foreign-key check as a scan of a table it believes empty, as it grows by thousands.
+    seconds = await vacuum_analyze(url, "discovered_services")
+    say(f"  {loaded.rate:,.0f} rows/s; VACUUM ANALYZE discovered_services {seconds:.1f} s")
     async with await connect(url) as conn:
         cur = await conn.execute(CAPABILITY_FREQUENCIES)
         counts = {name: int(n) for name, n in await cur.fetchall()}
@@ -197,16 +231,18 @@ async def measured_run(
     cpu: int | None,
     database: str,
     between: Callable[[], Awaitable[None]] | None = None,
+    connections: int | None = None,
 ) -> WrkRun:
     """A warm-up run, then the measured one with the CPU used meanwhile by the server, by
     PostgreSQL (when it runs on this machine), by wrk and by anything else; fails loudly on
-    errors. ``between`` runs after the warm-up."""
+    errors. ``between`` runs after the warm-up; ``connections``: wrk's, if not the size's."""
+    connections = connections or size.connections
     say(f"wrk: {label} ({size.warmup_seconds} s warm-up, {size.seconds} s) ...")
     warmup = await run_wrk(
         f"{label} (warm-up)",
         url,
         script=script,
-        connections=size.connections,
+        connections=connections,
         seconds=size.warmup_seconds,
         cpu=cpu,
     )
@@ -216,7 +252,7 @@ async def measured_run(
     postgres = await postgres_pids(database)
     meter = CpuMeter([served.pid, *postgres])
     run = await run_wrk(
-        label, url, script=script, connections=size.connections, seconds=size.seconds, cpu=cpu
+        label, url, script=script, connections=connections, seconds=size.seconds, cpu=cpu
     )
     usage = meter.stop()
     machine = usage.machine_s
@@ -298,20 +334,68 @@ async def measure_jobs(
     return run
 
 
+async def measure_batches(
+    url: str, ronin: Served, script: Path, size: Size, cpu: int | None, report: Report
+) -> None:
+    """The batch run: a thousand distinct jobs a request, a few requests in flight."""
+    before = 0
+
+    async def count_before() -> None:
+        nonlocal before
+        before = await settled_jobs(url)
+
+    report.batch = await measured_run(
+        f"POST /v1/jobs/batch ({BATCH_JOBS:,} jobs)",
+        f"http://127.0.0.1:{ronin.port}/v1/jobs/batch",
+        ronin,
+        size,
+        report,
+        script=script,
+        cpu=cpu,
+        database=url,
+        between=count_before,
+        connections=size.batch_connections,
+    )
+    report.batch_jobs_stored = await settled_jobs(url) - before
+
+
+async def measure_low_load(
+    url: str, ronin: Served, scripts: tuple[Path, Path], size: Size, cpu: int | None, report: Report
+) -> None:
+    """One connection, one request at a time: grouped submissions (no key: the group-commit
+    path, alone in its group), then each with a key of its own (written alone, no group)."""
+    grouped, alone = scripts
+    target = f"http://127.0.0.1:{ronin.port}/v1/jobs"
+    common = {"script": grouped, "cpu": cpu, "database": url, "connections": 1}
+    report.low_load = await measured_run(
+        "POST /v1/jobs, 1 connection", target, ronin, size, report, **common
+    )
+    common["script"] = alone
+    report.low_load_alone = await measured_run(
+        "POST /v1/jobs, 1 connection, a key each", target, ronin, size, report, **common
+    )
+
+
 async def benchmark(server: str, size: Size, report: Report, workdir: Path) -> None:
     """Seed, start both servers, measure; both stop and the database goes, whatever happens."""
     server_cpu, wrk_cpu, plan = cpu_plan()
     say(f"CPUs: {plan}; PostgreSQL not pinned")
     get_script, post_script = workdir / "get.lua", workdir / "post.lua"
+    batch_script, keyed_script = workdir / "batch.lua", workdir / "keyed.lua"
     get_script.write_text(wrk_script(None))
     post_script.write_text(wrk_script(JOB_BODY))
+    batch_script.write_text(wrk_script(BATCH_BODY))
+    keyed_script.write_text(wrk_script(JOB_BODY, keyed=True))
     async with scratch_database(server, "ronin_bench_api") as url:
         await seed(url, size.rows, report)
         ronin_command = [sys.executable, "-m", "ronin", "serve"]
         ronin_command += ["--host", "127.0.0.1", "--port", "0", "--workers", "0"]
         ronin_log, bare_log = workdir / "ronin.log", workdir / "bare.log"
+        # No cap on the queue's depth: the batch run queues a few hundred thousand jobs (the
+        # 429 above RONIN_MAX_PENDING_JOBS has its own tests).
+        uncapped = ronin_env(url) | {"RONIN_MAX_PENDING_JOBS": "0"}
         async with server_process(
-            "ronin serve", ronin_command, ronin_env(url), ronin_log, server_cpu
+            "ronin serve", ronin_command, uncapped, ronin_log, server_cpu
         ) as ronin:
             say(f"ronin serve (pid {ronin.pid}) listening on 127.0.0.1:{ronin.port}")
             page = await check_ronin(f"http://127.0.0.1:{ronin.port}", report.capability)
@@ -346,7 +430,7 @@ async def benchmark(server: str, size: Size, report: Report, workdir: Path) -> N
             report.routes.append(get)
             report.routes.append(await measure_jobs(url, ronin, post_script, size, wrk_cpu, report))
         # The same read with the micro-cache off: every request goes to PostgreSQL.
-        uncached_env = ronin_env(url) | {"RONIN_API_CACHE_S": "0"}
+        uncached_env = uncapped | {"RONIN_API_CACHE_S": "0"}
         async with server_process(
             "ronin serve (cache off)", ronin_command, uncached_env, workdir / "nc.log", server_cpu
         ) as uncached:
@@ -362,7 +446,15 @@ async def benchmark(server: str, size: Size, report: Report, workdir: Path) -> N
                     database=url,
                 )
             )
-        for served in (ronin, bare, uncached):
+        # Last, as they queue the most jobs (the autovacuum that follows would weigh on the
+        # runs after them): batches, then one connection grouped and alone.
+        async with server_process(
+            "ronin serve (jobs)", ronin_command, uncapped, workdir / "jobs.log", server_cpu
+        ) as writer:
+            await measure_batches(url, writer, batch_script, size, wrk_cpu, report)
+            scripts = (post_script, keyed_script)
+            await measure_low_load(url, writer, scripts, size, wrk_cpu, report)
+        for served in (ronin, bare, uncached, writer):
             if served.exit_code != 0:
                 report.notes.append(
                     f"{served.name} exited {served.exit_code} on SIGTERM:\n{log_tail(served.log)}"
@@ -384,7 +476,8 @@ def print_report(report: Report, size: Size) -> None:
     )
     head = f"{'endpoint':<46}{'requests/s':>11}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}"
     say(f"{head}{'CPU srv':>8}{'CPU db':>8}{'bare/x':>8}")
-    for run in [bare, *report.routes]:
+    extra = [r for r in (report.batch, report.low_load, report.low_load_alone) if r is not None]
+    for run in [bare, *report.routes, *extra]:
         say(
             f"{run.label[:45]:<46}{run.rate:>11,.0f}{run.p50_ms:>8.2f}{run.p99_ms:>8.2f}"
             f"{run.max_ms:>8.1f}{run.cpu_share(run.server_cpu_s):>8}"
@@ -416,6 +509,32 @@ def print_report(report: Report, size: Size) -> None:
         f" {report.jobs_stored:,} stored <= {report.jobs_sent:,} sent"
     )
     say(verdict_line(stored_once, stored))
+    post = next((run for run in report.routes if run.label == "POST /v1/jobs"), None)
+    if post is not None:
+        goal = (
+            f"POST /v1/jobs at {size.connections} connections: p99 {post.p99_ms:.2f} ms"
+            f" (goal <= {P99_GOAL_MS:.0f} ms)"
+        )
+        say(verdict_line(post.p99_ms <= P99_GOAL_MS, goal))
+    if report.batch is not None:
+        batch = report.batch
+        jobs_s = batch.rate * BATCH_JOBS
+        goal = (
+            f"POST /v1/jobs/batch: {jobs_s:,.0f} jobs/s accepted ({batch.rate:,.1f} batches/s of"
+            f" {BATCH_JOBS:,} distinct jobs, {size.batch_connections} connections, p50"
+            f" {batch.p50_ms:.1f} ms; {report.batch_jobs_stored:,} jobs stored) (goal >="
+            f" {BULK_GOAL_JOBS_S:,.0f})"
+        )
+        say(verdict_line(jobs_s >= BULK_GOAL_JOBS_S, goal))
+    if report.low_load is not None and report.low_load_alone is not None:
+        grouped, alone = report.low_load, report.low_load_alone
+        ratio = grouped.p50_ms / alone.p50_ms
+        goal = (
+            f"one connection: p50 {grouped.p50_ms:.2f} ms grouped vs {alone.p50_ms:.2f} ms with a"
+            f" key each (written alone) = {ratio:.2f}x (goal: grouping adds nothing, <="
+            f" {LOW_LOAD_TOLERANCE:.2f}x)"
+        )
+        say(verdict_line(ratio <= LOW_LOAD_TOLERANCE, goal))
     for note in report.notes:
         say(f"NOTE {note}")
     if report.skewed:

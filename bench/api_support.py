@@ -217,13 +217,31 @@ end
 """
 
 
-def wrk_script(post_body: bytes | None) -> str:
-    """The Lua script of one run: the report, and for a POST its method, body and header."""
+#: A POST whose every request carries an Idempotency-Key of its own (this run's, by the time
+#: it started, and the request's number): each job is new, and written on its own.
+WRK_POST_KEYED = """
+wrk.method = "POST"
+wrk.body = BODY
+local run = tostring(os.time())
+
+function request()
+    sent = sent + 1
+    local headers = {}
+    headers["Content-Type"] = "application/json"
+    headers["Idempotency-Key"] = "bench-" .. run .. "-" .. sent
+    return wrk.format(nil, nil, headers)
+end
+"""
+
+
+def wrk_script(post_body: bytes | None, *, keyed: bool = False) -> str:
+    """The Lua script of one run: the report, and for a POST its method, body and header
+    (with ``keyed``, a fresh Idempotency-Key per request)."""
     if post_body is None:
         return WRK_REPORT
     # A JSON string is a valid Lua string literal for the ASCII bodies sent here.
     literal = json.dumps(post_body.decode("ascii"))
-    return WRK_REPORT + WRK_POST.replace("BODY", literal)
+    return WRK_REPORT + (WRK_POST_KEYED if keyed else WRK_POST).replace("BODY", literal)
 
 
 @dataclass(frozen=True, slots=True)

@@ -92,3 +92,42 @@ def test_the_size_limit_is_configurable() -> None:
 def test_a_bad_allow_list_is_named() -> None:
     with pytest.raises(InvalidValue, match="RONIN_ALLOW: 'nonsense'"):
         parse_networks("10.0.0.0/8, nonsense", field="RONIN_ALLOW")
+
+
+def _reference_covers(
+    allowed: tuple[ipaddress.IPv4Network, ...], network: ipaddress.IPv4Network
+) -> bool:
+    """The rule as ``ipaddress`` says it: what the integer spans must agree with."""
+    refused = [ipaddress.IPv4Network(n) for n in ("0.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4")]
+    refused.append(ipaddress.IPv4Network("255.255.255.255/32"))
+    granting = [a for a in allowed if network.subnet_of(a)]
+    return bool(granting) and all(
+        any(a.subnet_of(r) for a in granting) for r in refused if network.overlaps(r)
+    )
+
+
+def test_the_integer_checks_agree_with_ipaddress_on_random_networks() -> None:
+    import random
+
+    rng = random.Random(20261204)
+    allowed = (
+        ipaddress.IPv4Network("10.0.0.0/8"),
+        ipaddress.IPv4Network("169.254.169.0/24"),  # inside an always-refused range, named
+        ipaddress.IPv4Network("224.0.0.0/3"),  # holds a refused range without naming it
+        ipaddress.IPv4Network("192.168.7.0/24"),
+        ipaddress.IPv4Network("0.0.0.0/0"),
+    )
+    seen = set()
+    for _ in range(3000):
+        chosen = tuple(a for a in allowed if rng.random() < 0.5)
+        prefix = rng.randint(0, 32)
+        base = rng.choice([0x0A000000, 0xA9FEA900, 0xE0000000, 0xC0A80700, 0, 0xFFFFFFFF])
+        address = (base ^ rng.getrandbits(rng.randint(0, 32))) & 0xFFFFFFFF
+        network = ipaddress.IPv4Network((address, prefix), strict=False)
+        subject = ScopePolicy(chosen, max_prefix_v4=0)
+        expected = _reference_covers(chosen, network)
+        seen.add(expected)
+        assert subject._covers(4, int(network.network_address), int(network.broadcast_address)) == (
+            expected
+        ), (chosen, network)
+    assert seen == {True, False}
