@@ -139,9 +139,9 @@ class Node:
 
 
 def load_worker_stack() -> None:
-    """Import what ``Node.worker`` runs (the worker, the discovery executor, the HTTP, DNS
-    and mDNS clients) ahead of time: ``discover --wait`` does it while the embedded server
-    starts rather than after."""
+    """Import what ``Node.worker`` runs (the worker, the discovery executor and its HTTP
+    client) ahead of time: ``discover --wait`` does it while the embedded server starts
+    rather than after."""
     import ronin.jobs.discovery_executor
     import ronin.jobs.worker  # noqa: F401
 

@@ -31,6 +31,7 @@ from ronin.cli.views import Update, show_progress
 from ronin.config import Settings
 from ronin.discovery.param_fields import DEFAULT_DEPTH
 from ronin.discovery.params import DEFAULT_PROTOCOLS, KOS_PORT, parse_params, target_from_text
+from ronin.discovery.policy import ScopePolicy
 from ronin.errors import Interrupted, JobFinished, RoninError
 from ronin.jobs.follow import JobEvents, follow_job
 from ronin.node import load_worker_stack, open_node
@@ -75,7 +76,7 @@ async def submit_and_wait(
 ) -> Job:
     """Submit the job; with ``wait``, run or follow it to its end. Returns the job."""
     if wait:  # while the embedded server starts (ronin.cli.head_start):
-        _start_sweep_processes_for(params)
+        _start_sweep_processes_for(params, ScopePolicy.from_settings(settings))
         load_worker_stack()
         modules_loaded()
     async with open_node(settings) as node:
@@ -103,15 +104,17 @@ async def submit_and_wait(
             return await _after_interrupt(store, job.job_id, signals, runner)
 
 
-def _start_sweep_processes_for(params: dict[str, Any]) -> None:
+def _start_sweep_processes_for(params: dict[str, Any], policy: ScopePolicy) -> None:
     """Start the sweep processes now if the job's sweep will use them: their interpreters
     start beside this one's imports, not when the sweep begins."""
     from ronin.discovery.sweep import start_sweep_processes, uses_sweep_processes
 
     try:
         job = parse_params(params)
+        if job.network is not None:
+            policy.check_target(job.network)
     except RoninError:
-        return  # refused when submitted
+        return  # refused when submitted, and no process started for it
     if job.network is not None and uses_sweep_processes(job.network, job.ports):
         start_sweep_processes()
 

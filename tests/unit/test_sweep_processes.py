@@ -44,3 +44,40 @@ def test_a_finished_sweep_lets_its_processes_finish_without_waiting_for_them() -
         process.terminate()  # the test's minute-long block: not worth the wait
         process.join(timeout=30)
     assert not any(process.is_alive() for process in processes)
+
+
+def test_processes_started_ahead_are_the_next_sweeps(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ronin.discovery import sweep
+
+    monkeypatch.setattr(sweep, "_started", None)
+    sweep.start_sweep_processes()
+    pool = sweep._started
+    assert pool is not None
+    sweep.start_sweep_processes()  # once: a second call starts nothing more
+    assert sweep._started is pool
+    try:
+        assert pool.submit(int, "7").result(timeout=60) == 7  # they run
+        assert len(pool._processes) == sweep.sweep_process_count()  # type: ignore[attr-defined]
+        assert sweep._take_started() is pool
+        assert sweep._started is None  # taken: the sweep after it starts its own
+    finally:
+        pool.shutdown(wait=True)
+
+
+@pytest.mark.parametrize(
+    ("target", "started"),
+    [("127.0.0.0/16", True), ("127.0.0.0/24", False), ("8.8.0.0/16", False)],
+    ids=["a large sweep", "a small one (in this loop)", "outside the scope policy"],
+)
+def test_discover_starts_sweep_processes_only_for_a_sweep_that_will_use_them(
+    monkeypatch: pytest.MonkeyPatch, target: str, started: bool
+) -> None:
+    from ronin.cli import discover
+    from ronin.discovery import sweep
+    from ronin.discovery.policy import ScopePolicy
+
+    calls: list[None] = []
+    monkeypatch.setattr(sweep, "start_sweep_processes", lambda: calls.append(None))
+    params = discover.target_params(target, depth=1, ports=[], protocols=[])
+    discover._start_sweep_processes_for(params, ScopePolicy.default())
+    assert bool(calls) == started
