@@ -305,19 +305,29 @@ async def settled_jobs(url: str) -> int:
     return last
 
 
-async def measure_jobs(
-    url: str, ronin: Served, script: Path, size: Size, cpu: int | None, report: Report
-) -> WrkRun:
-    """The POST run, and the jobs it stored: one per request the server read."""
+async def run_counting_jobs(
+    label: str,
+    path: str,
+    ronin: Served,
+    url: str,
+    size: Size,
+    report: Report,
+    *,
+    script: Path,
+    cpu: int | None,
+    connections: int | None = None,
+) -> tuple[WrkRun, int]:
+    """A measured run of ``path``, and the jobs it stored (counted once the warm-up's last
+    requests are in, and again once the run's are)."""
     before = 0
 
     async def count_before() -> None:
         nonlocal before
-        before = await settled_jobs(url)  # the warm-up's last requests too
+        before = await settled_jobs(url)
 
     run = await measured_run(
-        "POST /v1/jobs",
-        f"http://127.0.0.1:{ronin.port}/v1/jobs",
+        label,
+        f"http://127.0.0.1:{ronin.port}{path}",
         ronin,
         size,
         report,
@@ -325,10 +335,20 @@ async def measure_jobs(
         cpu=cpu,
         database=url,
         between=count_before,
+        connections=connections,
+    )
+    return run, await settled_jobs(url) - before
+
+
+async def measure_jobs(
+    url: str, ronin: Served, script: Path, size: Size, cpu: int | None, report: Report
+) -> WrkRun:
+    """The POST run, and the jobs it stored: one per request the server read."""
+    run, report.jobs_stored = await run_counting_jobs(
+        "POST /v1/jobs", "/v1/jobs", ronin, url, size, report, script=script, cpu=cpu
     )
     report.jobs_sent = run.sent
     report.jobs_answered = run.answered_ok
-    report.jobs_stored = await settled_jobs(url) - before
     if await fetch_value(url, JOBS_TOUCHED):
         raise BenchError("jobs were claimed although ronin serve ran with --workers 0")
     return run
@@ -338,25 +358,17 @@ async def measure_batches(
     url: str, ronin: Served, script: Path, size: Size, cpu: int | None, report: Report
 ) -> None:
     """The batch run: a thousand distinct jobs a request, a few requests in flight."""
-    before = 0
-
-    async def count_before() -> None:
-        nonlocal before
-        before = await settled_jobs(url)
-
-    report.batch = await measured_run(
+    report.batch, report.batch_jobs_stored = await run_counting_jobs(
         f"POST /v1/jobs/batch ({BATCH_JOBS:,} jobs)",
-        f"http://127.0.0.1:{ronin.port}/v1/jobs/batch",
+        "/v1/jobs/batch",
         ronin,
+        url,
         size,
         report,
         script=script,
         cpu=cpu,
-        database=url,
-        between=count_before,
         connections=size.batch_connections,
     )
-    report.batch_jobs_stored = await settled_jobs(url) - before
 
 
 async def measure_low_load(

@@ -7,26 +7,16 @@ no garbage worth collecting; ``gc.freeze`` keeps them out of every later collect
 from __future__ import annotations
 
 import gc
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from ronin.cli import common
+from tests.support.cli_probe import run_ronin
 
-ROOT = Path(__file__).parents[2]
-#: Runs ``ronin ARGS`` through ``main``, then prints whether the collector is on.
-PROBE = """
-import gc, sys
-from ronin.cli import main
-sys.argv = ["ronin", *sys.argv[1:]]
-try:
-    main()
-except SystemExit:
-    pass
+#: After ``ronin ARGS``: whether the collector is on, and whether anything is frozen.
+COLLECTOR_STATE = """
+import gc
 print(gc.isenabled(), gc.get_freeze_count() > 0)
 """
 
@@ -60,13 +50,5 @@ def test_a_test_runner_is_left_alone(collector: None) -> None:
 @pytest.mark.parametrize("args", [["version"], ["beacon", "--help"]], ids=" ".join)
 def test_a_command_runs_with_the_collector_on(args: list[str]) -> None:
     """``ronin beacon`` serves for as long as it runs: its garbage must still be collected."""
-    path = os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))
-    ran = subprocess.run(
-        [sys.executable, "-c", PROBE, *args],
-        env={**os.environ, "PYTHONPATH": path},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    ran = run_ronin(args, COLLECTOR_STATE)
     assert ran.stdout.split()[-2:] == ["True", "True"], ran.stderr

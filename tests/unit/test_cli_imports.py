@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,24 +10,19 @@ from typer.main import get_command
 
 from ronin.cli import app
 from ronin.cli.common import COMMAND_MODULES
+from tests.support.cli_probe import fresh_python, run_ronin
 
-ROOT = Path(__file__).parents[2]
 #: What serves the API or discovers nodes: nothing a reading command needs.
 SERVER_STACK = {"fastapi", "uvicorn", "zeroconf", "aiohttp", "starlette"}
 LIGHT_COMMANDS = [["map", "summary"], ["services"], ["jobs", "list"], ["watch"]]
-#: Runs ``ronin ARGS`` in this interpreter, then writes down every module it imported.
-PROBE = """
-import json, os, sys
-from ronin.cli import main
-sys.argv = ["ronin", *sys.argv[1:]]
-try:
-    main()
-except SystemExit:
-    pass
-finally:
-    with open(os.environ["MODULES_OUT"], "w") as out:
-        json.dump(sorted(sys.modules), out)
+#: After ``ronin ARGS``: write down every module it imported.
+WRITE_MODULES = """
+import json, os
+with open(os.environ["MODULES_OUT"], "w") as out:
+    json.dump(sorted(sys.modules), out)
 """
+#: ``ronin`` as its console script runs it: the exit status is the command's.
+RONIN = "from ronin.cli import main; main()"
 #: A database URL on loopback where nothing listens: the command gets as far as connecting.
 NO_DATABASE = "postgresql://ronin@127.0.0.1:1/ronin"
 
@@ -38,16 +30,7 @@ NO_DATABASE = "postgresql://ronin@127.0.0.1:1/ronin"
 def imported(tmp_path: Path, args: list[str], **env: str) -> set[str]:
     """The modules ``ronin ARGS`` imported, run in a fresh interpreter."""
     out = tmp_path / "modules.json"
-    path = os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))
-    environment = {**os.environ, "PYTHONPATH": path, "MODULES_OUT": str(out), **env}
-    subprocess.run(
-        [sys.executable, "-c", PROBE, *args],
-        env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        timeout=60,
-        check=False,
-    )
+    run_ronin(args, WRITE_MODULES, MODULES_OUT=str(out), **env)
     return set(json.loads(out.read_text()))
 
 
@@ -128,40 +111,17 @@ def test_a_command_of_flags_only_skips_what_it_does_not_use(
 
 def test_an_unset_flag_still_works_when_given(tmp_path: Path) -> None:
     """--help is still --help, and a bad option is still refused (exit 2)."""
-    path = os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))
-    env = {**os.environ, "PYTHONPATH": path}
-    shown = subprocess.run(
-        [sys.executable, "-m", "ronin", "map", "summary", "--help"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    shown = fresh_python(RONIN, ["map", "summary", "--help"])
     assert shown.returncode == 0
     assert "--json" in shown.stdout
-    refused = subprocess.run(
-        [sys.executable, "-m", "ronin", "map", "summary", "--nope"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    refused = fresh_python(RONIN, ["map", "summary", "--nope"])
     assert refused.returncode == 2
 
 
 def test_the_console_scripts_import_loads_no_cli_library() -> None:
     """``from ronin.cli import main`` is what every ``spawn`` child (a sweep process) re-runs
     as the console script: it must not pay for Typer and Rich there."""
-    path = os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))
     probe = "import json, sys; from ronin.cli import main; print(json.dumps(sorted(sys.modules)))"
-    done = subprocess.run(
-        [sys.executable, "-c", probe],
-        env={**os.environ, "PYTHONPATH": path},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    done = fresh_python(probe)
+    assert done.returncode == 0, done.stderr
     assert packages(set(json.loads(done.stdout))) & {"typer", "rich", "click", "psycopg"} == set()
