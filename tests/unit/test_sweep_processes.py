@@ -41,9 +41,8 @@ def test_a_finished_sweep_lets_its_processes_finish_without_waiting_for_them() -
     with pytest.raises(TimeoutError):
         block.result(timeout=0.5)  # and left the block running
     for process in processes:
-        process.terminate()  # the test's minute-long block: not worth the wait
-        process.join(timeout=30)
-    assert not any(process.is_alive() for process in processes)
+        process.terminate()  # the test's minute-long block: not worth the wait (the pool's
+        # own thread reaps it: a join here would race that thread for the exit status)
 
 
 def test_processes_started_ahead_are_the_next_sweeps(monkeypatch: pytest.MonkeyPatch) -> None:
