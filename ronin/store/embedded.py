@@ -80,8 +80,9 @@ def _stop_waiting(pg_ctl: Callable[..., str]) -> Callable[..., str]:
 
     ``pg_ctl -w`` looks whether the server is gone every 100 ms, and the first look comes
     right after the signal, so a stop always took at least a tenth of a second. The server
-    removes ``postmaster.pid`` last, once its shutdown checkpoint is written: its absence
-    (or the server's PID gone) is the same proof ``pg_ctl`` waits for.
+    removes ``postmaster.pid`` last, once its shutdown checkpoint is written; this waits for
+    that and for the process itself to end (a zombie has ended), a little more than
+    ``pg_ctl`` asks.
     """
 
     def run(args: list[str], pgdata: Path | None = None, **kwargs: Any) -> str:
@@ -89,9 +90,15 @@ def _stop_waiting(pg_ctl: Callable[..., str]) -> Callable[..., str]:
             return pg_ctl(args, pgdata=pgdata, **kwargs)
         pid_file = pgdata / "postmaster.pid"
         pid = _postmaster_pid(pid_file)
+        mark = start_mark(pid) if pid is not None else None
+
+        def running() -> bool:  # the process itself, as it was when asked to stop
+            return pid is not None and mark is not None and start_mark(pid) == mark
+
         output = pg_ctl(["-W", "stop"], pgdata=pgdata, **kwargs)
         deadline = time.monotonic() + STOP_TIMEOUT_S
-        while pid_file.exists() and (pid is None or start_mark(pid) is not None):
+        # Gone: its file removed (its last act) and the process ended, not merely the file.
+        while pid_file.exists() or running():
             if time.monotonic() > deadline:
                 raise subprocess.CalledProcessError(1, ["pg_ctl", "stop"], output)
             time.sleep(STOP_POLL_S)
