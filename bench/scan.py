@@ -222,12 +222,6 @@ def last_progress(measured: Measured) -> str:
     return lines[-1] if lines else "(none)"
 
 
-async def services_in_map(url: str) -> int:
-    """Rows in the scratch database's map."""
-    row = await fetch_row(url, "SELECT count(*) FROM discovered_services")
-    return int(row[0]) if row else 0
-
-
 def describe(row: Row) -> str:
     """A run in one line."""
     job = f"{row.job_s:.2f} s job" if row.job_s is not None else "no job time"
@@ -267,7 +261,6 @@ class Whole:
     wall_s: float
     cpu_s: float
     found: int
-    detail: str
 
 
 async def full_sweep(size: Size, report: Report) -> None:
@@ -385,7 +378,7 @@ async def whole_ronin_run(
     cpu = measured.cpu_user_s + measured.cpu_system_s
     say(f"  {row.tool}: {measured.wall_s:.3f} s wall, {cpu:.3f} s CPU; {describe(row)}")
     say(f"    {phases(job, measured)}")
-    return Whole(measured.wall_s, cpu, row.found, describe(row))
+    return Whole(measured.wall_s, cpu, row.found)
 
 
 def copy_data_dir(template: Path, copy: Path) -> None:
@@ -396,7 +389,7 @@ def copy_data_dir(template: Path, copy: Path) -> None:
 async def whole_nmap_run(cidr: str, size: Size) -> Whole:
     run = await nmap_sweep(cidr, "-T5", size.run_timeout_s)
     cpu = run.cpu_user_s + run.cpu_system_s
-    return Whole(run.wall_s, cpu, run.open_ports, f"{run.open_ports} open")
+    return Whole(run.wall_s, cpu, run.open_ports)
 
 
 def speed_goal(ronin: list[Whole], nmap: list[Whole], beacons: int, how: str) -> str:
