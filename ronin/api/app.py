@@ -5,16 +5,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
 from ronin import __version__
 from ronin.api import errors
 from ronin.api.auth import may_read
 from ronin.api.cache import ReadCache
+from ronin.api.direct_submit import DirectSubmit
 from ronin.api.limits import BATCH_MAX_BODY_BYTES, MAX_BODY_BYTES, BodyLimit
 from ronin.api.pages.install import install as install_pages
 from ronin.api.routes import changes, descriptor, graph, health, jobs, klf, schedules, services
@@ -39,9 +42,24 @@ the shape `{"error": {"code", "message", "field"?}}`.
 """
 
 
+class NodeApp(FastAPI):
+    """FastAPI, with ``POST /v1/jobs`` answered in front of its middleware stack, by
+    ``direct_submit`` (``ronin.api.direct_submit`` says why)."""
+
+    def __init__(self, direct_submit: DirectSubmit, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.direct_submit = direct_submit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.direct_submit.takes(scope):
+            await self.direct_submit(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
 def create_app(
     settings: Settings, database: Database, *, max_body_bytes: int = MAX_BODY_BYTES
-) -> FastAPI:
+) -> NodeApp:
     """The app on an open ``database``; its lifespan runs the job-events listener and the
     change-feed hub."""
     state = NodeState.on(settings, database)
@@ -53,7 +71,8 @@ def create_app(
         state.closing.set()
         await state.admission.close()
 
-    app = FastAPI(
+    app = NodeApp(
+        DirectSubmit(state, max_body_bytes),
         title="Ronin",
         version=__version__,
         description=DESCRIPTION,

@@ -51,10 +51,20 @@ def may_read(tokens: Sequence[ApiToken]) -> Callable[[ASGIScope], bool]:
             return session is not None and token_scope(tokens, session) is not None
         if len(given) != 1:
             return False
-        kind, _, token = given[0].decode("latin-1").partition(" ")
-        return kind.lower() == "bearer" and token_scope(tokens, token.strip()) is not None
+        token = bearer_token(given[0])
+        return token is not None and token_scope(tokens, token) is not None
 
     return check
+
+
+def bearer_token(authorization: bytes) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header's value, or None (another
+    scheme, or no token): what FastAPI's ``HTTPBearer`` reads from it."""
+    scheme, _, token = authorization.decode("latin-1").partition(" ")
+    token = token.strip()
+    if not scheme or not token or scheme.lower() != "bearer":
+        return None
+    return token
 
 
 def authorization_headers(scope: ASGIScope) -> list[bytes]:
@@ -72,35 +82,40 @@ def session_token(scope: ASGIScope) -> str | None:
     return None
 
 
-def _scope_of(
-    request: Request, credentials: HTTPAuthorizationCredentials | None, *, cookie: bool
-) -> Scope:
-    count = len(authorization_headers(request.scope))
-    if count > 1:
+def request_scope(scope: ASGIScope, tokens: Sequence[ApiToken], *, cookie: bool) -> Scope:
+    """The scope a request's token grants (``write`` when the node has no tokens); with
+    ``cookie``, a ``GET``'s session cookie counts too. ``Unauthenticated`` if it has none."""
+    given = authorization_headers(scope)
+    if len(given) > 1:
         raise Unauthenticated(
-            f"a request carries one Authorization header, not {count}: which one to judge "
-            "would be a guess"
+            f"a request carries one Authorization header, not {len(given)}: which one to "
+            "judge would be a guess"
         )
-    tokens = node_of(request).settings.api_tokens
     if not tokens:
         return "write"
-    given = credentials.credentials if credentials is not None else None
-    if given is None and cookie and count == 0 and request.method in COOKIE_METHODS:
-        given = session_token(request.scope)
-    if given is None:
+    token = bearer_token(given[0]) if given else None
+    if token is None and cookie and not given and scope.get("method") in COOKIE_METHODS:
+        token = session_token(scope)
+    if token is None:
         raise Unauthenticated("this route needs a bearer token (Authorization: Bearer ...)")
-    scope = token_scope(tokens, given)
-    if scope is None:
+    granted = token_scope(tokens, token)
+    if granted is None:
         raise Unauthenticated("unknown token")
-    return scope
+    return granted
+
+
+def check_write(scope: ASGIScope, tokens: Sequence[ApiToken]) -> None:
+    """Return if a request may write: a token with the ``write`` scope, in the header."""
+    if request_scope(scope, tokens, cookie=False) != "write":
+        raise InsufficientScope("this route needs a token with the write scope")
 
 
 async def require_read(request: Request, credentials: Credentials) -> None:
-    """Any known token (on a GET, the session cookie's too)."""
-    _scope_of(request, credentials, cookie=True)
+    """Any known token (on a GET, the session cookie's too). ``credentials`` is there for
+    the OpenAPI document's security scheme; the headers are read by ``request_scope``."""
+    request_scope(request.scope, node_of(request).settings.api_tokens, cookie=True)
 
 
 async def require_write(request: Request, credentials: Credentials) -> None:
     """A token with the ``write`` scope, in the header: never the session cookie."""
-    if _scope_of(request, credentials, cookie=False) != "write":
-        raise InsufficientScope("this route needs a token with the write scope")
+    check_write(request.scope, node_of(request).settings.api_tokens)

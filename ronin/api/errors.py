@@ -60,6 +60,11 @@ def install(app: FastAPI) -> None:
 
 async def _ronin_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RoninError)
+    return ronin_error_response(exc)
+
+
+def ronin_error_response(exc: RoninError) -> Response:
+    """The answer to a ``RoninError``: its status and code, and the headers it calls for."""
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthenticated) else {}
     if isinstance(exc, QueueFull):
         headers["Retry-After"] = str(exc.retry_after_s)
@@ -94,7 +99,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _client_gone(request: Request, exc: Exception) -> Response:
-    logger.info("%s %s: the client left before its request body arrived", *_line(request.scope))
+    return client_gone_response(request.scope)
+
+
+def client_gone_response(scope: Scope) -> Response:
+    """The answer (and the log line) when a client left before its request body arrived."""
+    logger.info("%s %s: the client left before its request body arrived", *_line(scope))
     return error_response(400, "INCOMPLETE_BODY", "the request body ended before its length")
 
 
@@ -119,10 +129,15 @@ class CatchAll:
         try:
             await self.app(scope, receive, tracked)
         except Exception as exc:
-            logger.error("%s %s failed", *_line(scope), exc_info=exc)
+            response = internal_error(scope, exc)
             if not started:
-                message = "internal error; the node's log has the details"
-                await error_response(500, "INTERNAL", message)(scope, receive, send)
+                await response(scope, receive, send)
+
+
+def internal_error(scope: Scope, exc: Exception) -> Response:
+    """Log an exception no handler took, once, and the answer to give if none was sent."""
+    logger.error("%s %s failed", *_line(scope), exc_info=exc)
+    return error_response(500, "INTERNAL", "internal error; the node's log has the details")
 
 
 def _line(scope: Scope) -> tuple[str, str]:

@@ -39,9 +39,9 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         cap = self.by_path.get(scope["path"], self.max_bytes)
-        declared = _content_length(scope)
+        declared = content_length(scope)
         if declared is not None and declared > cap:
-            response = error_response(413, PayloadTooLarge.code, _message(cap))
+            response = error_response(413, PayloadTooLarge.code, too_large(cap).message)
             await response(scope, receive, send)
             return
         received = 0
@@ -52,17 +52,18 @@ class BodyLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > cap:
-                    raise PayloadTooLarge(_message(cap))
+                    raise too_large(cap)
             return message
 
         await self.app(scope, counted, send)
 
 
-def _message(cap: int) -> str:
-    return f"the request body is larger than {cap} bytes"
+def too_large(cap: int) -> PayloadTooLarge:
+    """The error of a body over ``cap`` bytes."""
+    return PayloadTooLarge(f"the request body is larger than {cap} bytes")
 
 
-def _content_length(scope: Scope) -> int | None:
+def content_length(scope: Scope) -> int | None:
     for name, value in scope["headers"]:
         if name == b"content-length":
             try:

@@ -125,17 +125,29 @@ class JobStore:
         keys = list(idempotency_keys) if idempotency_keys is not None else [None] * len(params)
         if len(keys) != len(params):
             raise ValueError("one idempotency key (or None) per job")
+        if all(key is None for key in keys):
+            return [(job, True) for job in await self._insert_new(params, max_attempts)]
         values = {
             "params": orjson.dumps(params).decode(),
             "idempotency_keys": keys,
             "max_attempts": max_attempts,
         }
+        async with self.connection() as conn, conn.transaction():
+            await conn.execute(query("lock_idempotency_keys"), values)
+            return await self._insert_many(conn, values)
+
+    async def _insert_new(self, params: Sequence[dict[str, Any]], max_attempts: int) -> list[Job]:
+        """New jobs without keys, by the statement made for them; in the order of ``params``."""
+        job_ids = [uuid.uuid4() for _ in params]
+        values = {
+            "job_ids": job_ids,
+            "params": orjson.dumps(params).decode(),
+            "max_attempts": max_attempts,
+        }
         async with self.connection() as conn:
-            if not any(key is not None for key in keys):
-                return await self._insert_many(conn, values)
-            async with conn.transaction():
-                await conn.execute(query("lock_idempotency_keys"), values)
-                return await self._insert_many(conn, values)
+            cur = await conn.execute(query("insert_new_jobs"), values, prepare=True)
+            by_id = {row[0]: Job(*row) for row in await cur.fetchall()}
+        return [by_id[job_id] for job_id in job_ids]
 
     async def _insert_many(
         self, conn: psycopg.AsyncConnection[Any], values: dict[str, Any]

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 from psycopg_pool import AsyncConnectionPool
+from starlette.types import ASGIApp
 
 from ronin.api.app import create_app
 from ronin.config import ApiToken, Settings
@@ -64,3 +65,37 @@ def assert_error(answer: httpx.Response, status: int, code: str, field: str | No
     if field is not None:
         assert error.get("field") == field, error
     assert "Traceback" not in answer.text
+
+
+async def call(app: ASGIApp, scope: dict[str, Any], chunks: list[dict[str, Any]]) -> list[Any]:
+    """Drive the ASGI app by hand: ``chunks`` are what ``receive`` gives, in order."""
+    sent: list[Any] = []
+    pending = list(chunks)
+
+    async def receive() -> dict[str, Any]:
+        return pending.pop(0) if pending else {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent
+
+
+def http_scope(
+    method: str, path: str, *headers: tuple[bytes, bytes], server: tuple[str, int] | None = None
+) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"evil.example"), *headers],
+        "client": ("127.0.0.1", 50000),
+        "server": server or ("127.0.0.1", 30437),
+    }

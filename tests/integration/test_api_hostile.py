@@ -10,7 +10,6 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from fastapi import FastAPI
 from psycopg_pool import AsyncConnectionPool
 
 from ronin.store.jobs import JobStore
@@ -21,6 +20,8 @@ from tests.integration.api_support import (
     api_app,
     api_client,
     assert_error,
+    call,
+    http_scope,
     job_params,
 )
 
@@ -105,40 +106,6 @@ async def test_a_hostile_klf_body_is_refused_in_the_error_shape_without_a_traceb
     assert_error(answer, answer.status_code, answer.json()["error"]["code"])
     assert tracebacks(caplog) == []
     assert (await store.list_jobs()).items == []
-
-
-async def call(app: FastAPI, scope: dict[str, Any], chunks: list[dict[str, Any]]) -> list[Any]:
-    """Drive the ASGI app by hand: ``chunks`` are what ``receive`` gives, in order."""
-    sent: list[Any] = []
-    pending = list(chunks)
-
-    async def receive() -> dict[str, Any]:
-        return pending.pop(0) if pending else {"type": "http.disconnect"}
-
-    async def send(message: Any) -> None:
-        sent.append(message)
-
-    await app(scope, receive, send)
-    return sent
-
-
-def http_scope(
-    method: str, path: str, *headers: tuple[bytes, bytes], server: tuple[str, int] | None = None
-) -> dict[str, Any]:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"evil.example"), *headers],
-        "client": ("127.0.0.1", 50000),
-        "server": server or ("127.0.0.1", 30437),
-    }
 
 
 async def test_a_client_that_leaves_mid_body_is_one_log_line(

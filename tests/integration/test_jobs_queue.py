@@ -70,6 +70,22 @@ async def test_an_idempotency_key_makes_a_retried_submission_return_the_first_jo
     assert count(db_url, "SELECT count(*) FROM discovery_jobs") == 1
 
 
+async def test_jobs_inserted_together_without_keys_come_back_in_order_each_with_its_state(
+    store: JobStore,
+) -> None:
+    params = [target(f"noop-{i}") for i in range(40)]
+    written = await store.insert_many(params, max_attempts=3)
+    assert [job.params for job, _ in written] == params
+    assert all(new for _, new in written)
+    ids = [job.job_id for job, _ in written]
+    assert len(set(ids)) == 40
+    assert {job_id.version for job_id in ids} == {4}
+    for job, _ in written:
+        stored = await store.get(job.job_id)
+        assert stored == job  # the answer is the row as stored, state and all
+        assert (stored.status, stored.max_attempts, stored.attempts) == ("pending", 3, 0)
+
+
 async def test_claims_are_batched_and_never_overlap(store: JobStore) -> None:
     submitted = {(await submit(store)).job_id for _ in range(10)}
     first, second, third = await asyncio.gather(
