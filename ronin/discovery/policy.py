@@ -127,9 +127,10 @@ class ScopePolicy:
 
 
 def span(network: Network) -> Span:
-    """``network`` as its version, first address and last address."""
+    """``network`` as its version, first address and last address (from the prefix length:
+    ``num_addresses`` would build the broadcast address first)."""
     first = int(network.network_address)
-    return network.version, first, first + network.num_addresses - 1
+    return network.version, first, first + (1 << (network.max_prefixlen - network.prefixlen)) - 1
 
 
 def _nat64_ipv4(ip: Address) -> ipaddress.IPv4Address | None:
