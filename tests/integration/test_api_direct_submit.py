@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -50,7 +51,11 @@ def _client(app: Any) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ronin.test")
 
 
-async def both_on(db_url: str, pool: AsyncConnectionPool[Any], **overrides: Any) -> Any:
+@asynccontextmanager
+async def both_on(
+    db_url: str, pool: AsyncConnectionPool[Any], **overrides: Any
+) -> AsyncIterator[Both]:
+    """The app on this test's database, and its two clients."""
     async with api_app(db_url, pool, **overrides) as app:
         assert isinstance(app, NodeApp)
         both = Both(app)
@@ -60,13 +65,13 @@ async def both_on(db_url: str, pool: AsyncConnectionPool[Any], **overrides: Any)
 
 @pytest.fixture
 async def both(db_url: str, pool: AsyncConnectionPool[Any]) -> AsyncIterator[Both]:
-    async for opened in both_on(db_url, pool):
+    async with both_on(db_url, pool) as opened:
         yield opened
 
 
 @pytest.fixture
 async def guarded(db_url: str, pool: AsyncConnectionPool[Any]) -> AsyncIterator[Both]:
-    async for opened in both_on(db_url, pool, api_tokens=TOKENS):
+    async with both_on(db_url, pool, api_tokens=TOKENS) as opened:
         yield opened
 
 
@@ -172,7 +177,7 @@ async def test_a_write_token_submits(guarded: Both) -> None:
 async def test_a_full_queue_gets_the_routes_429(
     db_url: str, pool: AsyncConnectionPool[Any]
 ) -> None:
-    async for both in both_on(db_url, pool, max_pending_jobs=1):
+    async with both_on(db_url, pool, max_pending_jobs=1) as both:
         assert (await both.served.post(JOBS, json=job_params())).status_code == 202
         served, framework = await both.post(json=job_params())
         same_error(served, framework)
