@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -38,6 +39,11 @@ _DIGITS_AND_DOTS = re.compile(r"^[0-9.]+$")
 # host:port where the host is a name or an IPv4 address (an IPv6 address has two colons).
 _HOST_AND_PORT = re.compile(r"^[A-Za-z0-9.-]+:[0-9]+$")
 _DID = re.compile(r"^did:([a-z0-9]+):([A-Za-z0-9._:%-]+)$")
+_TARGET_KEYS = frozenset({"type", "value"})
+# An IPv4 address or network as ipaddress writes one (four decimal octets without leading
+# zeros, a prefix length without one): parsed by a shortcut, 2.3 -> 1.0 us a submission.
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_CANONICAL_IPV4 = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}(?:/(?:3[0-2]|[12]?[0-9]))?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +71,8 @@ def parse_params(params: Any) -> JobParams:
     """Validate ``params``; ``InvalidTarget`` naming the field at the first rule broken."""
     if not isinstance(params, Mapping):
         raise InvalidTarget("params must be a JSON object", field="params")
-    unknown = sorted(str(key) for key in params if key not in KNOWN_KEYS)
-    if unknown:
+    if not params.keys() <= KNOWN_KEYS:
+        unknown = sorted(str(key) for key in params if key not in KNOWN_KEYS)
         raise InvalidTarget(f"unknown parameter {unknown[0]!r}", field=unknown[0])
     try:
         check_json(params, "params")
@@ -125,8 +131,8 @@ def _target(
 ) -> tuple[TargetType, str, ipaddress.IPv4Network | ipaddress.IPv6Network | None]:
     if not isinstance(target, Mapping):
         raise InvalidTarget("target must be an object with type and value", field="target")
-    extra = sorted(str(key) for key in target if key not in ("type", "value"))
-    if extra:
+    if not target.keys() <= _TARGET_KEYS:
+        extra = sorted(str(key) for key in target if key not in _TARGET_KEYS)
         raise InvalidTarget(f"unknown target key {extra[0]!r}", field=f"target.{extra[0]}")
     kind, value = target.get("type"), target.get("value")
     if kind not in TARGET_TYPES:
@@ -140,8 +146,8 @@ def _target(
             field="target.value",
         )
     if kind == "network_cidr":
-        network = parse_network(value)
-        return kind, str(network), network
+        network, text = _network_and_text(value)
+        return kind, text, network
     if kind == "domain":
         return kind, parse_domain(value, field="target.value"), None
     return kind, parse_did(value), None
@@ -175,6 +181,25 @@ def _looks_like_network(value: str) -> bool:
 
 def parse_network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     """An IPv4 or IPv6 network; a bare address is a network of one."""
+    return _network_and_text(value)[0]
+
+
+def _network_and_text(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]:
+    """``parse_network`` and the network as ``str`` writes it."""
+    text = value.strip()
+    if _CANONICAL_IPV4.fullmatch(text):
+        address, slash, prefix = text.partition("/")
+        with contextlib.suppress(ValueError):  # host bits set: refused below, with a hint
+            canonical = ipaddress.IPv4Network(
+                (int.from_bytes(socket.inet_aton(address)), int(prefix) if slash else 32)
+            )
+            return canonical, text if slash else f"{text}/32"
+    network = _parsed_network(value)
+    return network, str(network)
+
+
+def _parsed_network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """``value`` parsed by ipaddress, or refused saying why."""
     text = value.strip()
     ipv6 = ":" in text
     family: type[ipaddress.IPv4Network | ipaddress.IPv6Network] = (

@@ -138,16 +138,10 @@ class JobStore:
 
     async def _insert_new(self, params: Sequence[dict[str, Any]], max_attempts: int) -> list[Job]:
         """New jobs without keys, by the statement made for them; in the order of ``params``."""
-        job_ids = [uuid.uuid4() for _ in params]
-        values = {
-            "job_ids": job_ids,
-            "params": orjson.dumps(params).decode(),
-            "max_attempts": max_attempts,
-        }
+        values = {"params": orjson.dumps(params).decode(), "max_attempts": max_attempts}
         async with self.connection() as conn:
             cur = await conn.execute(query("insert_new_jobs"), values, prepare=True)
-            by_id = {row[0]: Job(*row) for row in await cur.fetchall()}
-        return [by_id[job_id] for job_id in job_ids]
+            return [Job(*row) for row in await cur.fetchall()]
 
     async def _insert_many(
         self, conn: psycopg.AsyncConnection[Any], values: dict[str, Any]

@@ -130,3 +130,44 @@ def test_invalid_params_name_their_field(invalid: Any, field: str, message: str)
         parse_params(invalid)
     assert raised.value.code == "INVALID_TARGET"
     assert raised.value.field == field
+
+
+def _as_ipaddress_says(text: str) -> tuple[str, str]:
+    """What parsing ``text`` by ipaddress alone gives: the network's text, or the refusal."""
+    try:
+        return "ok", str(ipaddress.ip_network(text.strip(), strict=True))
+    except ValueError:
+        return "refused", ""
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "127.0.0.1",
+        "127.0.0.1/32",
+        "0.0.0.0/0",
+        "255.255.255.255/32",
+        "10.0.0.0/8",
+        "10.0.0.1/8",  # host bits set
+        "01.2.3.4",  # a leading zero
+        "1.2.3.4/032",  # ipaddress takes a leading zero in the prefix
+        " 10.0.0.0/24 ",
+        "10.0.0.0/33",
+        "1.2.3",
+        "256.1.1.1",
+        "10.0.0.0/255.0.0.0",  # a netmask
+        "::1",
+        "2001:db8::/32",
+    ],
+)
+def test_a_network_target_reads_as_ipaddress_reads_it(text: str) -> None:
+    """The shortcut for canonical IPv4 text changes no verdict and no normalised target."""
+    target = {"target": {"type": "network_cidr", "value": text}}
+    try:
+        parsed = parse_params(target)
+    except InvalidTarget:
+        got = ("refused", "")
+    else:
+        got = ("ok", parsed.target)
+        assert str(parsed.network) == parsed.target
+    assert got == _as_ipaddress_says(text)

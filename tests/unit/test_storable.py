@@ -29,6 +29,8 @@ def nested(depth: int) -> Any:
         ({1: "non-string key"}, "meta"),
         ({"raw": b"bytes"}, "meta.raw"),
         (nested(MAX_JSON_DEPTH + 2), "meta"),
+        ({"ok": ["é", {"\udc80": 1}]}, "a key of meta.ok[1]"),
+        ((1, {"t": "\x00"}), "meta[1].t"),  # a tuple: judged by the slow walk, not passed
     ],
 )
 def test_unstorable_json_is_refused_with_its_place(value: Any, field: str) -> None:
@@ -43,6 +45,18 @@ def test_storable_json_passes() -> None:
         {"a": [1, 2.5, True, None, "ünïcødé 🎉", {"b": []}], "depth": nested(MAX_JSON_DEPTH - 1)},
         "meta",
     )
+
+
+def test_storable_values_beyond_parsed_json_pass() -> None:
+    """Tuples, other mappings and int subclasses are left by the fast walk to the judge,
+    which passes them: the fast walk only ever speeds a verdict up."""
+    from enum import IntEnum
+    from types import MappingProxyType
+
+    class Level(IntEnum):
+        HIGH = 3
+
+    check_json({"t": (1, "a"), "m": MappingProxyType({"k": [Level.HIGH]})}, "meta")
 
 
 def test_the_error_names_the_field_and_the_reason() -> None:

@@ -32,21 +32,22 @@ JOIN state AS s ON s.job_id = j.job_id
 CROSS JOIN LATERAL (SELECT pg_notify('ronin_jobs', j.job_id::text)) AS wake_up
 
 -- name: insert_new_jobs
--- Many pending jobs without idempotency keys, in one statement: %(job_ids)s (made by the
--- caller, random v4) and as many %(params)s (a JSON array), each read back as
--- discovery_jobs_with_state shows it, in no particular order, and one wake-up for idle
--- workers. The keyed statement below does the same with a window, a sort and a join more:
--- its plan alone costs 0.3 ms, which every grouped submission would pay.
-WITH job AS (
+-- Many pending jobs without idempotency keys, in one statement: as many as %(params)s (a JSON
+-- array) holds, each read back as discovery_jobs_with_state shows it, in the order given, and
+-- one wake-up for idle workers. The ids are made here (gen_random_uuid: a random v4, built in
+-- since PostgreSQL 13), not by the caller: uuid4() and its dumping cost a grouped submission
+-- 3.5 us of the API's CPU. The keyed statement below does the same with a window and a join
+-- on the keys more: its plan alone costs 0.3 ms, which every grouped submission would pay.
+WITH given AS MATERIALIZED (  -- once: every id is made one time and read three
+    SELECT gen_random_uuid() AS job_id, given.params, given.position
+    FROM jsonb_array_elements(%(params)s::jsonb) WITH ORDINALITY AS given(params, position)
+), job AS (
     INSERT INTO discovery_jobs (job_id, status, params)
-    SELECT given.job_id, 'pending', given.params
-    FROM ROWS FROM (
-        unnest(%(job_ids)s::uuid[]), jsonb_array_elements(%(params)s::jsonb)
-    ) AS given(job_id, params)
+    SELECT job_id, 'pending', params FROM given
     RETURNING job_id, status, params, created_at, completed_at
 ), state AS (
     INSERT INTO discovery_job_state (job_id, max_attempts)
-    SELECT job_id, %(max_attempts)s FROM unnest(%(job_ids)s::uuid[]) AS given(job_id)
+    SELECT job_id, %(max_attempts)s FROM given
     RETURNING *
     -- (the trigger that gives hand-inserted jobs a state row finds these and stands back)
 )
@@ -54,11 +55,13 @@ SELECT j.job_id, j.status, j.params, j.created_at, j.completed_at,
        s.attempts, s.max_attempts, s.run_after, s.worker_id, s.lease_expires_at,
        s.cancel_requested, s.progress, s.progress_message, s.error, s.result,
        s.idempotency_key, s.schedule_id, s.started_at, s.updated_at
-FROM job AS j
-JOIN state AS s ON s.job_id = j.job_id
+FROM given AS g
+JOIN job AS j ON j.job_id = g.job_id
+JOIN state AS s ON s.job_id = g.job_id
 CROSS JOIN (  -- once per statement, not per job
     SELECT count(*) FROM (SELECT pg_notify('ronin_jobs', job_id::text) FROM job LIMIT 1) AS n
 ) AS wake_up
+ORDER BY g.position
 
 -- name: lock_idempotency_keys
 -- Serialise submissions that carry any of these idempotency keys, for this transaction; in
