@@ -20,16 +20,15 @@ MAX_JSON_DEPTH = 64
 
 def check_text(value: str, field: str) -> None:
     """Raise ``UnstorableValue`` for a string PostgreSQL's text types would refuse."""
+    if _plain_text(value):
+        return
     if "\x00" in value:
         raise UnstorableValue(
             f"{field} contains a NUL character, which PostgreSQL cannot store", field=field
         )
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise UnstorableValue(
-            f"{field} contains a lone surrogate, which is not valid UTF-8", field=field
-        ) from None
+    raise UnstorableValue(
+        f"{field} contains a lone surrogate, which is not valid UTF-8", field=field
+    )
 
 
 def check_json(value: Any, field: str, depth: int = 0) -> None:
