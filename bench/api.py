@@ -543,6 +543,7 @@ def print_report(report: Report, size: Size) -> None:
             f" (goal <= {P99_GOAL_MS:.0f} ms)"
         )
         say(verdict_line(post.p99_ms <= P99_GOAL_MS, goal))
+        say(cpu_budget(post, bare))
     if report.batch is not None:
         batch = report.batch
         jobs_s = batch.rate * BATCH_JOBS
@@ -569,6 +570,30 @@ def print_report(report: Report, size: Size) -> None:
             f"WARNING: other work kept the machine busy (> {BUSY_SHARE:.0%} of a CPU) during: "
             f"{'; '.join(report.skewed)}; those figures are skewed"
         )
+
+
+def cpu_budget(post: WrkRun, bare: WrkRun) -> str:
+    """What ``post`` cost in CPU a request, and what its goal's rate would cost at that price:
+    whether the ratio goal fits this machine at all."""
+
+    def each(seconds: float | None, run: WrkRun) -> float:
+        return (seconds or 0.0) / max(run.requests, 1) * 1e6
+
+    server, database, wrk = (
+        each(post.server_cpu_s, post),
+        each(post.database_cpu_s, post),
+        each(post.wrk_cpu_s, post),
+    )
+    bare_server = each(bare.server_cpu_s, bare)
+    goal_rate = bare.rate / RATIO_GOAL
+    machine = (server + database + wrk) * goal_rate / 1e6
+    return (
+        f"  CPU a request: server {server:.1f} µs, PostgreSQL {database:.1f} µs, wrk {wrk:.1f} µs;"
+        f" bare handler: server {bare_server:.1f} µs, wrk {each(bare.wrk_cpu_s, bare):.1f} µs"
+        f" (server {server / bare_server:.2f}x). At the ratio goal's {goal_rate:,.0f}"
+        f" requests/s, Ronin's server would need {server * goal_rate / 1e6:.0%} of its CPU,"
+        f" and the three {machine:.2f} of the machine's {len(os.sched_getaffinity(0))} CPUs"
+    )
 
 
 async def run(size: Size) -> None:

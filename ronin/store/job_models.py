@@ -39,6 +39,35 @@ class Job:
     started_at: datetime | None
     updated_at: datetime | None
 
+    @classmethod
+    def pending(
+        cls, job_id: uuid.UUID, params: dict[str, Any], created_at: datetime, max_attempts: int
+    ) -> Job:
+        """A job just inserted without a key or a schedule, as reading it back would show it:
+        its row's defaults (0003_job_engine.sql) written out, ``params`` in jsonb's key order,
+        and ``created_at`` also its ``run_after`` and ``updated_at``."""
+        return cls(
+            job_id=job_id,
+            status="pending",
+            params=jsonb_ordered(params),
+            created_at=created_at,
+            completed_at=None,
+            attempts=0,
+            max_attempts=max_attempts,
+            run_after=created_at,
+            worker_id=None,
+            lease_expires_at=None,
+            cancel_requested=False,
+            progress=0,
+            progress_message="",
+            error=None,
+            result=None,
+            idempotency_key=None,
+            schedule_id=None,
+            started_at=None,
+            updated_at=created_at,
+        )
+
     @property
     def finished(self) -> bool:
         return self.status in FINISHED
@@ -232,3 +261,24 @@ class JobResult:
             ),
             extra={key: value for key, value in data.items() if key not in RESULT_KEYS},
         )
+
+
+def jsonb_ordered(value: Any) -> Any:
+    """``value`` with every object's keys in the order jsonb stores them (shorter keys first,
+    then by their UTF-8 bytes, which is code point order), as reading it back would give."""
+    if isinstance(value, dict):
+        ordered = {}
+        for key in sorted(value, key=_jsonb_key_order):
+            item = value[key]
+            ordered[key] = jsonb_ordered(item) if isinstance(item, dict | list) else item
+        return ordered
+    if isinstance(value, list):
+        for each in value:
+            if isinstance(each, dict | list):
+                return [jsonb_ordered(each) for each in value]
+    return value  # (a scalar, or a list of scalars as job params' lists are, as it is)
+
+
+def _jsonb_key_order(key: str) -> tuple[int, str]:
+    """A key's length in bytes, then the key."""
+    return (len(key), key) if key.isascii() else (len(key.encode()), key)

@@ -137,11 +137,16 @@ class JobStore:
             return await self._insert_many(conn, values)
 
     async def _insert_new(self, params: Sequence[dict[str, Any]], max_attempts: int) -> list[Job]:
-        """New jobs without keys, by the statement made for them; in the order of ``params``."""
+        """New jobs without keys, by the statement made for them; in the order of ``params``.
+        Only their ids and time come back: the rest is what was given and the defaults."""
         values = {"params": orjson.dumps(params).decode(), "max_attempts": max_attempts}
         async with self.connection() as conn:
             cur = await conn.execute(query("insert_new_jobs"), values, prepare=True)
-            return [Job(*row) for row in await cur.fetchall()]
+            rows = await cur.fetchall()
+        return [
+            Job.pending(job_id, given, created_at, max_attempts)
+            for (job_id, created_at), given in zip(rows, params, strict=True)
+        ]
 
     async def _insert_many(
         self, conn: psycopg.AsyncConnection[Any], values: dict[str, Any]

@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import psycopg
 import pytest
 
@@ -84,6 +85,27 @@ async def test_jobs_inserted_together_without_keys_come_back_in_order_each_with_
         stored = await store.get(job.job_id)
         assert stored == job  # the answer is the row as stored, state and all
         assert (stored.status, stored.max_attempts, stored.attempts) == ("pending", 3, 0)
+
+
+async def test_a_job_inserted_without_a_key_is_answered_byte_for_byte_as_it_reads_back(
+    store: JobStore,
+) -> None:
+    """The statement returns ids and a time only; the rest of each answer is made from the
+    params and the columns' defaults, and must be what reading the row back gives, down to
+    jsonb's key order (shorter keys first, then by UTF-8 bytes) and its numbers."""
+    odd = {
+        "target": {"value": "noop-odd", "type": "domain"},
+        "protocols": ["http-api", "did"],
+        "é": {"zz": [1.0, 1e-07, 10**15, {"b": 1, "a": None}], "y": "ünï", "aa": True},
+        "aa": 2.5,
+        "ab": 0,
+        "b": "",
+    }
+    written = await store.insert_many([odd, target("noop-plain")], max_attempts=4)
+    for job, _ in written:
+        stored = await store.get(job.job_id)
+        assert orjson.dumps(job) == orjson.dumps(stored)
+    assert list(written[0][0].params) == ["b", "aa", "ab", "é", "target", "protocols"]
 
 
 async def test_claims_are_batched_and_never_overlap(store: JobStore) -> None:
